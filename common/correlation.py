@@ -1,0 +1,57 @@
+"""The correlation id: one id per HTTP request or RPC call, on every log
+line and every event it causes.
+
+It travels in Nameko's context data (an AMQP header on every RPC call) and
+in each event's envelope; this dependency provider picks it up at the start
+of every worker, whatever its entrypoint, and keeps it where the log
+formatter can find it.
+"""
+import threading
+import uuid
+
+from nameko.extensions import DependencyProvider
+
+KEY = "correlation_id"
+HTTP_HEADERS = ("X-Request-ID", "X-Correlation-ID")
+
+# eventlet monkey-patches threading, so this is one value per green thread,
+# i.e. per worker.
+_current = threading.local()
+
+
+def current():
+    return getattr(_current, "value", None) or ""
+
+
+def bind(value):
+    _current.value = value
+
+
+def _from_worker(worker_ctx):
+    if worker_ctx.context_data.get(KEY):
+        return worker_ctx.context_data[KEY]
+    args = worker_ctx.args or ()
+    first = args[0] if args else None
+    if isinstance(first, dict) and first.get(KEY):  # an event envelope
+        return first[KEY]
+    headers = getattr(first, "headers", None)  # a werkzeug request
+    if headers is not None:
+        for name in HTTP_HEADERS:
+            value = headers.get(name, "")
+            if value and len(value) <= 128 and value.isprintable():
+                return value
+    return str(uuid.uuid4())
+
+
+class Correlation(DependencyProvider):
+    """Gives the worker its correlation id and propagates it to RPC calls."""
+
+    def get_dependency(self, worker_ctx):
+        # Called first in every worker, before the other providers' setup.
+        value = _from_worker(worker_ctx)
+        worker_ctx.context_data[KEY] = value
+        bind(value)
+        return value
+
+    def worker_teardown(self, worker_ctx):
+        bind(None)

@@ -1,0 +1,117 @@
+"""The entrypoint for another service's events: ``@handles(source, type)``.
+
+Every handler gets the same guarantees, so no service has to remember them:
+
+- one durable queue per handler shared by all replicas (``SERVICE_POOL``):
+  each event is handled once per service, and waits while the service is down;
+- the event is validated against its schema before anything is touched;
+- the effect and the event's id are committed in one transaction, so a
+  redelivered or duplicated event changes nothing the second time;
+- a failing event is retried a bounded number of times with backoff, then
+  parked on the handler's dead-letter queue with the reason; it never loops
+  forever and is never silently dropped (``make dlq`` shows and replays it).
+"""
+import functools
+import logging
+
+import eventlet
+from kombu import Connection, Exchange, Queue
+from nameko.amqp.publish import Publisher
+from nameko.constants import AMQP_URI_CONFIG_KEY
+from nameko.events import SERVICE_POOL, EventHandler
+
+from common import events
+from common.store import is_duplicate
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_EXCHANGE = "bookrental.dead-letters"
+RETRIES_HEADER = "x-bookrental-retries"
+ERROR_HEADER = "x-bookrental-error"
+MAX_RETRIES = 5
+BACKOFF = 0.25  # seconds, doubled on each retry
+
+
+def dead_letter_exchange():
+    return Exchange(DEAD_LETTER_EXCHANGE, type="direct", durable=True)
+
+
+def dead_letter_queue(queue_name):
+    return Queue(f"{queue_name}.dead", exchange=dead_letter_exchange(), routing_key=queue_name, durable=True)
+
+
+class ReliableEventHandler(EventHandler):
+    """Nameko's event handler, with bounded retries and a dead-letter queue."""
+
+    def setup(self):
+        super().setup()
+        # Anything RabbitMQ itself rejects goes to the same place as our own
+        # parked events.
+        self.queue.queue_arguments = {
+            "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+            "x-dead-letter-routing-key": self.queue.name,
+        }
+        self.amqp_uri = self.container.config[AMQP_URI_CONFIG_KEY]
+        self.publisher = Publisher(self.amqp_uri, serializer="json")
+
+    def start(self):
+        with Connection(self.amqp_uri) as connection:
+            dead_letter_queue(self.queue.name)(connection.default_channel).declare()
+        super().start()
+
+    def handle_message_processed(self, message, result=None, exc_info=None):
+        if exc_info is None:
+            self.queue_consumer.ack_message(message)
+            return
+        error = exc_info[1]
+        retries = int(message.headers.get(RETRIES_HEADER, 0))
+        reason = f"{type(error).__name__}: {error}"[:1000]
+        if isinstance(error, events.InvalidEvent) or retries >= MAX_RETRIES:
+            self._republish(message, dead_letter_exchange(), self.queue.name, retries, reason)
+            log.error("event parked on %s.dead after %d retries: %s", self.queue.name, retries, reason,
+                      extra={"event_id": _event_id(message)})
+        else:
+            eventlet.sleep(BACKOFF * 2 ** retries)
+            self._republish(message, Exchange(""), self.queue.name, retries + 1, reason)
+            log.warning("event retry %d of %d: %s", retries + 1, MAX_RETRIES, reason,
+                        extra={"event_id": _event_id(message)})
+        self.queue_consumer.ack_message(message)
+
+    def _republish(self, message, exchange, routing_key, retries, reason):
+        headers = dict(message.headers)
+        headers.update({RETRIES_HEADER: retries, ERROR_HEADER: reason})
+        self.publisher.publish(message.payload, exchange=exchange, routing_key=routing_key, headers=headers)
+
+
+def _event_id(message):
+    payload = message.payload
+    return payload.get("event_id") if isinstance(payload, dict) else None
+
+
+def handles(source_service, event_type):
+    """Make ``method(self, tx, event)`` the handler of ``source_service``'s
+    ``event_type`` events. The service must name its ``Store`` ``store``."""
+
+    def decorator(method):
+        name = method.__name__
+
+        @functools.wraps(method)
+        def entrypoint(self, payload):
+            event = events.parse(event_type, payload)
+            try:
+                with self.store.transaction() as tx:
+                    if not tx.first_time(event, name):
+                        log.info("%s %s already applied", event_type, event["event_id"])
+                        return
+                    method(self, tx, event)
+            except Exception as error:
+                if is_duplicate(error):  # a twin delivered at the same moment won
+                    return
+                raise
+            log.info("applied %s", event_type, extra={
+                "event_id": event["event_id"], "reservation_id": event.get("reservation_id")})
+
+        return ReliableEventHandler.decorator(
+            source_service, event_type, handler_type=SERVICE_POOL, reliable_delivery=True)(entrypoint)
+
+    return decorator

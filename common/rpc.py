@@ -1,0 +1,135 @@
+"""Nameko RPC with a deadline, on both sides of the call.
+
+A call to a stopped service does not hang: the caller gives up after its
+timeout and raises ``Unavailable``, and the request itself expires in the
+broker at the same moment (a per-message TTL), so a service that comes back
+later never acts on a request whose caller has already been told "nothing
+changed". A request that reached a busy service after its deadline is
+dropped there for the same reason.
+"""
+import logging
+import time
+
+import eventlet
+import pybreaker
+from nameko.exceptions import RemoteError, UnknownService
+from nameko.rpc import MethodProxy, Rpc, RpcProxy
+
+from common import errors
+
+log = logging.getLogger(__name__)
+
+DEADLINE = "deadline"  # context-data key, sent as the `nameko.deadline` header
+
+
+class DeadlineRpc(Rpc):
+    """The ``@rpc`` entrypoint, refusing requests whose caller has given up."""
+
+    def handle_message(self, body, message):
+        deadline = message.headers.get(f"nameko.{DEADLINE}")
+        if deadline and time.time() > float(deadline):
+            log.warning("dropped %s call: its caller gave up", self.method_name)
+            self.rpc_consumer.queue_consumer.ack_message(message)
+            return
+        super().handle_message(body, message)
+
+
+def rpc(method):
+    """``@rpc``: the business errors travel to the caller without a stack
+    trace in this service's log."""
+    return DeadlineRpc.decorator(expected_exceptions=errors.EXPECTED)(method)
+
+
+_ERRORS = {cls.__name__: cls for cls in errors.EXPECTED}
+
+
+class _LogStateChanges(pybreaker.CircuitBreakerListener):
+    def state_change(self, breaker, old_state, new_state):
+        log.warning("circuit to %s is %s (was %s)", breaker.name, new_state.name, old_state.name,
+                    extra={"circuit": breaker.name, "state": new_state.name})
+
+
+class ServiceRpc(RpcProxy):
+    """An RPC proxy to ``target_service`` whose calls time out.
+
+    The timeout is the config key ``timeout_key`` (seconds). With
+    ``breaker=True`` the calls go through a circuit breaker (pybreaker): after
+    ``CIRCUIT_FAIL_MAX`` calls in a row that found the service unavailable it
+    opens and fails at once, for ``CIRCUIT_RESET_TIMEOUT`` seconds, then lets
+    one call through to see whether the service is back. Business errors
+    (not found, not allowed) are answers, not failures: they do not count."""
+
+    def __init__(self, target_service, timeout_key="RPC_TIMEOUT", default=5.0, breaker=False):
+        super().__init__(target_service)
+        self.timeout_key = timeout_key
+        self.default = default
+        self.with_breaker = breaker
+        self.breaker = None
+
+    def setup(self):
+        super().setup()
+        config = self.container.config
+        self.timeout = float(config.get(self.timeout_key) or self.default)
+        if self.with_breaker:
+            self.breaker = pybreaker.CircuitBreaker(
+                fail_max=int(config.get("CIRCUIT_FAIL_MAX") or 3),
+                reset_timeout=float(config.get("CIRCUIT_RESET_TIMEOUT") or 10),
+                exclude=[lambda error: not isinstance(error, errors.Unavailable)],
+                listeners=[_LogStateChanges()],
+                name=self.target_service)
+
+    def get_dependency(self, worker_ctx):
+        return _TimedServiceProxy(worker_ctx, self.target_service, self.rpc_reply_listener, self.timeout,
+                                  self.breaker)
+
+
+class _TimedServiceProxy:
+    def __init__(self, worker_ctx, service_name, reply_listener, timeout, breaker):
+        self._worker_ctx = worker_ctx
+        self._service_name = service_name
+        self._reply_listener = reply_listener
+        self.timeout = timeout
+        self.breaker = breaker
+
+    @property
+    def circuit(self):
+        return self.breaker.current_state if self.breaker else None
+
+    def __getattr__(self, method_name):
+        def call(*args, **kwargs):
+            if self.breaker is None:
+                return self._call(method_name, args, kwargs)
+            try:
+                return self.breaker.call(self._call, method_name, args, kwargs)
+            except pybreaker.CircuitBreakerError:
+                raise errors.Unavailable(f"{self._service_name} is failing; not trying for now",
+                                         service=self._service_name, circuit="open") from None
+
+        return call
+
+    def _call(self, method_name, args, kwargs):
+        context = self._worker_ctx.context_data
+        inherited = context.get(DEADLINE)
+        context[DEADLINE] = time.time() + self.timeout
+        try:
+            proxy = MethodProxy(
+                self._worker_ctx, self._service_name, method_name, self._reply_listener,
+                expiration=self.timeout)
+            with eventlet.Timeout(self.timeout):
+                return proxy.call_async(*args, **kwargs).result()
+        except eventlet.Timeout:
+            raise errors.Unavailable(
+                f"{self._service_name} did not answer within {self.timeout:g}s",
+                service=self._service_name) from None
+        except UnknownService:
+            raise errors.Unavailable(f"{self._service_name} is not running", service=self._service_name) from None
+        except RemoteError as error:
+            known = _ERRORS.get(error.exc_type)
+            if known is None:
+                raise
+            raise known(str(error.value)) from None
+        finally:
+            if inherited is None:
+                context.pop(DEADLINE, None)
+            else:
+                context[DEADLINE] = inherited

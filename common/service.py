@@ -1,0 +1,31 @@
+"""What every backend service class starts from."""
+import os
+import socket
+import time
+
+from common.correlation import Correlation
+from common.rpc import rpc
+
+STARTED = time.time()
+
+
+class ServiceBase:
+    """Gives a service its correlation id and a ``health`` RPC.
+
+    A subclass declares ``name`` and a ``store`` (a ``common.store.Store``).
+    """
+
+    correlation_id = Correlation()
+
+    @rpc
+    def health(self):
+        """Answers only when this service is consuming and its database is up."""
+        self.store.ping()
+        return {
+            "service": self.name,
+            "status": "ok",
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "uptime": round(time.time() - STARTED, 1),
+            "outbox_backlog": self.store.backlog(),
+        }

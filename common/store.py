@@ -1,0 +1,291 @@
+"""Storage for a service: its own database, a transactional outbox and a log
+of the events it has applied.
+
+``Store`` is the one outbound adapter every service uses. A worker writes
+its state change, the events it causes (``tx.emit``) and the id of the event
+it is applying (``tx.first_time``) in **one** transaction. The events are
+published right after the commit; if the process dies before that, the
+relay that runs in every replica publishes them when it comes back. So an
+event is published at least once and applied at most once: at-least-once
+delivery plus idempotent handlers is the "exactly once" a broker can give.
+"""
+import json
+import logging
+import time
+from contextlib import contextmanager
+
+import eventlet
+from eventlet.semaphore import Semaphore
+from nameko.amqp.publish import Publisher
+from nameko.constants import AMQP_URI_CONFIG_KEY
+from nameko.standalone.events import get_event_exchange
+from nameko_sqlalchemy.database import DB_URIS_KEY, Database
+from sqlalchemy import Column, Float, Integer, String, Text, create_engine, event, select, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, sessionmaker
+
+from common import correlation, events
+
+log = logging.getLogger(__name__)
+
+PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5}
+
+
+def declare_base():
+    """A declarative base for one service, with the tables every service has."""
+
+    class Base(DeclarativeBase):
+        pass
+
+    class OutboxEvent(Base):
+        __tablename__ = "outbox"
+        seq = Column(Integer, primary_key=True, autoincrement=True)
+        event_id = Column(String(64), unique=True, nullable=False)
+        event_type = Column(String(64), nullable=False)
+        payload = Column(Text, nullable=False)
+        created_at = Column(Float, nullable=False)
+        published_at = Column(Float, nullable=True, index=True)
+
+    class ProcessedEvent(Base):
+        __tablename__ = "processed_events"
+        event_id = Column(String(64), primary_key=True)
+        handler = Column(String(100), primary_key=True)
+        processed_at = Column(Float, nullable=False)
+
+    Base.OutboxEvent = OutboxEvent
+    Base.ProcessedEvent = ProcessedEvent
+    return Base
+
+
+class Transaction:
+    """What a worker writes through: the session, plus events and dedup."""
+
+    def __init__(self, session, base):
+        self.session = session
+        self._base = base
+        self.emitted = []
+
+    def emit(self, event_type, **fields):
+        """Record an event in the outbox; it is published once this commits."""
+        event = events.make(event_type, correlation.current(), **fields)
+        row = self._base.OutboxEvent(
+            event_id=event["event_id"], event_type=event_type,
+            payload=json.dumps(event), created_at=time.time())
+        self.session.add(row)
+        self.emitted.append(row)
+        return event
+
+    def first_time(self, event, handler):
+        """True, and remembered with this transaction, the first time
+        ``handler`` applies ``event``; False for a redelivery or duplicate."""
+        Processed = self._base.ProcessedEvent
+        key = {"event_id": event["event_id"], "handler": handler}
+        if self.session.get(Processed, key) is not None:
+            return False
+        self.session.add(Processed(processed_at=time.time(), **key))
+        return True
+
+
+def _sqlite_engine(uri, immediate):
+    engine = create_engine(uri, pool_size=20, max_overflow=20, connect_args={"check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection, _record):
+        # Let SQLAlchemy, not pysqlite, say when a transaction begins.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+        cursor.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash
+        cursor.execute("PRAGMA busy_timeout=15000")  # replicas wait for each other
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(conn):
+        # A writer takes the lock up front, so two replicas can never read the
+        # same stock and both decrement it.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Store(Database):
+    """nameko-sqlalchemy's Database, plus the outbox and its relay."""
+
+    relay_interval = 1.0  # seconds between sweeps for events left unpublished
+    relay_grace = 2.0  # an event this old was not published by its worker
+    retention = 7 * 24 * 3600  # how long applied-event ids and sent events are kept
+
+    def __init__(self, base):
+        super().__init__(base)
+        self.base = base
+
+    def setup(self):
+        service_name = self.container.service_name
+        config = self.container.config
+        self.db_uri = config[DB_URIS_KEY][f"{service_name}:{self.base.__name__}"]
+        self.is_sqlite = self.db_uri.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine = _sqlite_engine(self.db_uri, immediate=True)
+            self.read_engine = _sqlite_engine(self.db_uri, immediate=False)
+        else:
+            self.engine = create_engine(self.db_uri, pool_pre_ping=True, pool_size=20, max_overflow=20)
+            self.read_engine = self.engine
+        self.Session = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self.ReadSession = sessionmaker(bind=self.read_engine)
+        # SQLite has one writer per file anyway; queueing writers here, as
+        # green threads, keeps one from blocking the whole process in
+        # SQLite's busy handler while another holds the lock.
+        self.write_lock = Semaphore(1) if self.is_sqlite else None
+        self.create_schema()
+        self.exchange = get_event_exchange(service_name, config)
+        self.publisher = Publisher(
+            config[AMQP_URI_CONFIG_KEY], serializer="json", declare=[self.exchange],
+            retry_policy=PUBLISH_RETRY)
+        self._stopping = False
+
+    def create_schema(self):
+        for attempt in range(5):
+            try:
+                self.base.metadata.create_all(self.engine)
+                return
+            except OperationalError:  # another replica created it at the same moment
+                if attempt == 4:
+                    raise
+                time.sleep(0.2)
+
+    def start(self):
+        self.container.spawn_managed_thread(self._relay_forever)
+
+    def stop(self):
+        self._stopping = True
+        self.engine.dispose()
+        self.read_engine.dispose()
+
+    def kill(self):
+        self.stop()
+
+    def get_dependency(self, worker_ctx):
+        return StoreHandle(self)
+
+    def worker_teardown(self, worker_ctx):
+        pass
+
+    # -- transactions ---------------------------------------------------
+
+    @contextmanager
+    def transaction(self):
+        lock = self.write_lock or _NoLock
+        with lock:
+            session = self.Session()
+            tx = Transaction(session, self.base)
+            try:
+                yield tx
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
+        if tx.emitted:
+            self.publish([(row.seq, row.event_type, json.loads(row.payload)) for row in tx.emitted])
+
+    @contextmanager
+    def reading(self):
+        session = self.ReadSession()
+        try:
+            yield session
+        finally:
+            session.rollback()
+            session.close()
+
+    def ping(self):
+        with self.reading() as session:
+            session.execute(text("SELECT 1"))
+
+    # -- the outbox relay -----------------------------------------------
+
+    def publish(self, rows):
+        """Publish outbox rows (seq, type, event) and mark them sent.
+
+        Failures are logged, not raised: the relay will try again."""
+        sent = []
+        try:
+            for seq, event_type, payload in rows:
+                self.publisher.publish(
+                    payload, exchange=self.exchange, routing_key=event_type,
+                    extra_headers={"nameko.correlation_id": payload.get("correlation_id") or ""})
+                sent.append(seq)
+        except Exception as error:  # the broker is away; the relay retries
+            log.warning("outbox publish deferred: %s", error, extra={"pending": len(rows) - len(sent)})
+        if sent:
+            Outbox = self.base.OutboxEvent
+            with (self.write_lock or _NoLock):
+                with self.Session() as session, session.begin():
+                    session.execute(update(Outbox).where(Outbox.seq.in_(sent)).values(published_at=time.time()))
+        return len(sent)
+
+    def relay_pending(self, older_than=None, batch=500):
+        Outbox = self.base.OutboxEvent
+        cutoff = time.time() - (self.relay_grace if older_than is None else older_than)
+        with self.reading() as session:
+            rows = session.execute(
+                select(Outbox.seq, Outbox.event_type, Outbox.payload)
+                .where(Outbox.published_at.is_(None), Outbox.created_at <= cutoff)
+                .order_by(Outbox.seq).limit(batch)).all()
+        if not rows:
+            return 0
+        published = self.publish([(seq, kind, json.loads(payload)) for seq, kind, payload in rows])
+        log.info("outbox relay published %d left-over events", published)
+        return published
+
+    def backlog(self):
+        Outbox = self.base.OutboxEvent
+        with self.reading() as session:
+            return session.query(Outbox).filter(Outbox.published_at.is_(None)).count()
+
+    def prune(self):
+        cutoff = time.time() - self.retention
+        with (self.write_lock or _NoLock):
+            with self.Session() as session, session.begin():
+                Outbox, Processed = self.base.OutboxEvent, self.base.ProcessedEvent
+                session.execute(Outbox.__table__.delete().where(Outbox.published_at < cutoff))
+                session.execute(Processed.__table__.delete().where(Processed.processed_at < cutoff))
+
+    def _relay_forever(self):
+        sweeps = 0
+        while not self._stopping:
+            try:
+                # At start, publish at once what a crashed predecessor left.
+                self.relay_pending(older_than=0 if sweeps == 0 else None)
+                if sweeps % 3600 == 1:
+                    self.prune()
+            except Exception:
+                log.exception("outbox relay sweep failed")
+            sweeps += 1
+            eventlet.sleep(self.relay_interval)
+
+
+class _NoLockType:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+_NoLock = _NoLockType()
+
+
+class StoreHandle:
+    """The worker's view of the store."""
+
+    def __init__(self, store):
+        self.transaction = store.transaction
+        self.reading = store.reading
+        self.ping = store.ping
+        self.backlog = store.backlog
+
+
+def is_duplicate(error):
+    """A unique-key clash on the processed-event log: a concurrent duplicate."""
+    return isinstance(error, IntegrityError) and "processed_events" in str(error)

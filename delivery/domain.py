@@ -1,0 +1,68 @@
+"""The delivery of one reservation's book to the customer's home.
+
+    preparing ─> shipped ─> delivered
+    preparing, shipped ─> canceled
+
+There is exactly one delivery per reservation. A cancel can overtake the
+confirmation that would have created the delivery (the cancel is a direct
+RPC, the confirmation an event still queued): then the delivery is born
+canceled, and the confirmation that arrives later finds it and does nothing.
+"""
+from common.errors import NotAllowed
+
+PREPARING = "preparing"
+SHIPPED = "shipped"
+DELIVERED = "delivered"
+CANCELED = "canceled"
+STATUSES = (PREPARING, SHIPPED, DELIVERED, CANCELED)
+
+
+class Delivery:
+    def __init__(self, id, reservation_id, book_id, customer, status, now):
+        self.id = id
+        self.reservation_id = reservation_id
+        self.book_id = book_id
+        self.customer = customer
+        self.status = status
+        self.created_at = now
+        self.updated_at = now
+
+    @classmethod
+    def prepare(cls, id, reservation_id, book_id, customer, now):
+        return cls(id, reservation_id, book_id, customer, PREPARING, now), ["delivery_created"]
+
+    @classmethod
+    def canceled_before_created(cls, id, reservation_id, book_id, customer, now):
+        return cls(id, reservation_id, book_id, customer, CANCELED, now), ["delivery_canceled"]
+
+    def ship(self, now):
+        return self._move(PREPARING, SHIPPED, now)
+
+    def deliver(self, now):
+        return self._move(SHIPPED, DELIVERED, now)
+
+    def cancel(self, now):
+        """Cancel with the reservation; twice is fine, once delivered is too late."""
+        if self.status == CANCELED:
+            return []
+        if self.status == DELIVERED:
+            raise NotAllowed("the book has already been delivered", status=self.status)
+        return self._become(CANCELED, now)
+
+    def _move(self, expected, status, now):
+        if self.status != expected:
+            raise NotAllowed(f"a {self.status} delivery cannot be {status}", status=self.status)
+        return self._become(status, now)
+
+    def _become(self, status, now):
+        self.status = status
+        self.updated_at = now
+        return [f"delivery_{status}"]
+
+    def event_fields(self):
+        return {"delivery_id": self.id, "reservation_id": self.reservation_id, "book_id": self.book_id,
+                "customer": self.customer, "status": self.status}
+
+    def to_dict(self):
+        return {"id": self.id, "reservation_id": self.reservation_id, "book_id": self.book_id,
+                "customer": self.customer, "status": self.status}

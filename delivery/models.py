@@ -1,0 +1,36 @@
+"""How deliveries are stored."""
+from sqlalchemy import Column, Integer, String, Table, select
+
+from common.store import declare_base
+from delivery.domain import Delivery
+
+Base = declare_base()
+
+deliveries = Table(
+    "deliveries", Base.metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),  # list order and cursor
+    Column("id", String(36), nullable=False, unique=True),
+    # One delivery per reservation, however many replicas race to create it.
+    Column("reservation_id", String(36), nullable=False, unique=True),
+    Column("book_id", Integer, nullable=False),
+    Column("customer", String(64), nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("created_at", String(40), nullable=False),
+    Column("updated_at", String(40), nullable=False),
+)
+Base.registry.map_imperatively(Delivery, deliveries)
+
+
+def find(session, delivery_id):
+    return session.scalars(select(Delivery).where(Delivery.id == delivery_id)).first()
+
+
+def find_for_reservation(session, reservation_id):
+    return session.scalars(select(Delivery).where(Delivery.reservation_id == reservation_id)).first()
+
+
+def page(session, status, after_seq, limit):
+    query = select(Delivery).where(Delivery.seq > after_seq)
+    if status:
+        query = query.where(Delivery.status == status)
+    return session.scalars(query.order_by(Delivery.seq).limit(limit)).all()

@@ -1,0 +1,106 @@
+"""The delivery service: Nameko adapters around ``delivery.domain``.
+
+Inbound: RPC for the gateway (list, ship, deliver) and for ``reservation``'s
+synchronous cancel; handlers for ``reservation``'s events (confirmed creates
+a delivery, canceled cancels it). Outbound: the store and its outbox.
+It never calls ``reservation``, so couriers keep working while it is down.
+"""
+import logging
+import uuid
+
+from sqlalchemy.exc import IntegrityError
+
+from common.errors import NotFound
+from common.events import now_iso
+from common.handlers import handles
+from common.rpc import rpc
+from common.service import ServiceBase
+from common.store import Store
+from delivery import models
+from delivery.domain import DELIVERED, Delivery
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryService(ServiceBase):
+    name = "delivery"
+
+    store = Store(models.Base)
+
+    @rpc
+    def list(self, status=None, after_seq=0, limit=100):
+        with self.store.reading() as session:
+            rows = models.page(session, status, after_seq, limit + 1)
+            return {"items": [row.to_dict() for row in rows[:limit]],
+                    "next": rows[limit - 1].seq if len(rows) > limit else None}
+
+    @rpc
+    def get(self, delivery_id):
+        with self.store.reading() as session:
+            return self._find(session, delivery_id).to_dict()
+
+    @rpc
+    def ship(self, delivery_id):
+        return self._step(delivery_id, Delivery.ship)
+
+    @rpc
+    def deliver(self, delivery_id):
+        return self._step(delivery_id, Delivery.deliver)
+
+    @rpc
+    def cancel(self, reservation_id, book_id, customer):
+        """The synchronous half of a reservation's cancel: when this returns,
+        the delivery is canceled, even one that did not exist yet."""
+        try:
+            with self.store.transaction() as tx:
+                delivery = models.find_for_reservation(tx.session, reservation_id)
+                if delivery is None:
+                    delivery, caused = Delivery.canceled_before_created(
+                        str(uuid.uuid4()), reservation_id, book_id, customer, now_iso())
+                    tx.session.add(delivery)
+                else:
+                    caused = delivery.cancel(now_iso())
+                self._emit(tx, delivery, caused)
+                return delivery.to_dict()
+        except IntegrityError:  # the confirmation created it at this very moment
+            return self.cancel(reservation_id, book_id, customer)
+
+    # -- what the reservations tell us ----------------------------------
+
+    @handles("reservation", "reservation_confirmed")
+    def on_reservation_confirmed(self, tx, event):
+        if models.find_for_reservation(tx.session, event["reservation_id"]) is not None:
+            return  # already created, or canceled before we got here
+        delivery, caused = Delivery.prepare(
+            str(uuid.uuid4()), event["reservation_id"], event["book_id"], event["customer"], now_iso())
+        tx.session.add(delivery)
+        self._emit(tx, delivery, caused)
+
+    @handles("reservation", "reservation_canceled")
+    def on_reservation_canceled(self, tx, event):
+        delivery = models.find_for_reservation(tx.session, event["reservation_id"])
+        if delivery is not None and delivery.status != DELIVERED:
+            self._emit(tx, delivery, delivery.cancel(now_iso()))
+
+    # -- helpers --------------------------------------------------------
+
+    def _step(self, delivery_id, step):
+        with self.store.transaction() as tx:
+            delivery = self._find(tx.session, delivery_id)
+            self._emit(tx, delivery, step(delivery, now_iso()))
+            result = delivery.to_dict()
+        log.info("delivery %s", result["status"], extra={"delivery_id": delivery_id,
+                                                          "reservation_id": result["reservation_id"]})
+        return result
+
+    @staticmethod
+    def _emit(tx, delivery, caused):
+        for event_type in caused:
+            tx.emit(event_type, **delivery.event_fields())
+
+    @staticmethod
+    def _find(session, delivery_id):
+        delivery = models.find(session, delivery_id)
+        if delivery is None:
+            raise NotFound("no such delivery", delivery_id=delivery_id)
+        return delivery

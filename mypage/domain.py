@@ -1,0 +1,73 @@
+"""MyPage: what a customer sees of each of their reservations.
+
+A read model (the Q of CQRS), built only from events. Events arrive late,
+twice or out of order (one queue per event type, replicas in parallel), so a
+view only ever moves forward: a status is taken only if it comes after the
+current one, a canceled or returned reservation stays so, and a late event
+still finds its place in the history, in time order.
+"""
+RESERVATION_PROGRESS = ["requested", "waitlisted", "confirmed", "shipped", "delivered", "returned"]
+DELIVERY_PROGRESS = ["preparing", "shipped", "delivered"]
+FINAL = "canceled"
+
+RESERVATION_EVENTS = {f"reservation_{s}": s for s in RESERVATION_PROGRESS + [FINAL]}
+DELIVERY_EVENTS = {"delivery_created": "preparing", "delivery_shipped": "shipped",
+                   "delivery_delivered": "delivered", "delivery_canceled": FINAL}
+
+
+class ReservationView:
+    def __init__(self, reservation_id, customer, book_id):
+        self.reservation_id = reservation_id
+        self.customer = customer
+        self.book_id = book_id
+        self.status = None
+        self.delivery_status = None
+        self.created_at = None
+        self.updated_at = None
+        self.history = []
+
+    def apply(self, event):
+        """Apply one reservation or delivery event; True if the view changed."""
+        event_type, at = event["event_type"], event["occurred_at"]
+        if event_type in RESERVATION_EVENTS:
+            status = RESERVATION_EVENTS[event_type]
+            changed = self._record(status, at)
+            if _moves_forward(self.status, status, RESERVATION_PROGRESS, final_states=(FINAL, "returned")):
+                self.status = status
+                changed = True
+        elif event_type in DELIVERY_EVENTS:
+            status = DELIVERY_EVENTS[event_type]
+            changed = _moves_forward(self.delivery_status, status, DELIVERY_PROGRESS, final_states=(FINAL, "delivered"))
+            if changed:
+                self.delivery_status = status
+        else:
+            return False
+        if changed:
+            self.created_at = min(filter(None, [self.created_at, at]))
+            self.updated_at = max(filter(None, [self.updated_at, at]))
+        return changed
+
+    def _record(self, status, at):
+        if any(entry["status"] == status for entry in self.history):
+            return False
+        self.history = sorted(self.history + [{"status": status, "at": at}], key=lambda entry: entry["at"])
+        return True
+
+    def to_dict(self, title):
+        return {
+            "reservation_id": self.reservation_id,
+            "book_id": self.book_id,
+            "title": title,
+            "status": self.status,
+            "delivery_status": self.delivery_status,
+            "updated_at": self.updated_at,
+            "history": list(self.history),
+        }
+
+
+def _moves_forward(current, new, progress, final_states):
+    if current == new or current in final_states:
+        return False
+    if new == FINAL or current is None:
+        return True
+    return progress.index(new) > progress.index(current)

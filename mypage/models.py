@@ -1,0 +1,49 @@
+"""How MyPage's views are stored (SQL: SQLite by default, PostgreSQL)."""
+from sqlalchemy import JSON, Column, Integer, String, Table, select
+
+from common.store import declare_base
+from mypage.domain import ReservationView
+
+Base = declare_base()
+
+views = Table(
+    "reservation_views", Base.metadata,
+    Column("reservation_id", String(36), primary_key=True),
+    Column("customer", String(64), nullable=False, index=True),
+    Column("book_id", Integer, nullable=False),
+    Column("status", String(16)),
+    Column("delivery_status", String(16)),
+    Column("created_at", String(40)),
+    Column("updated_at", String(40)),
+    Column("history", JSON, nullable=False),
+)
+titles = Table(
+    "titles", Base.metadata,
+    Column("book_id", Integer, primary_key=True),
+    Column("title", String(300), nullable=False),
+)
+Base.registry.map_imperatively(ReservationView, views)
+
+
+def find(session, reservation_id):
+    return session.get(ReservationView, reservation_id)
+
+
+def for_customer(session, customer, limit):
+    """The customer's most recent ``limit`` reservations, oldest first, with titles."""
+    rows = session.execute(
+        select(ReservationView, titles.c.title)
+        .outerjoin(titles, titles.c.book_id == ReservationView.book_id)
+        .where(ReservationView.customer == customer)
+        .order_by(ReservationView.created_at.desc(), ReservationView.reservation_id.desc())
+        .limit(limit)).all()
+    return list(reversed(rows))
+
+
+def title_of(session, book_id):
+    return session.scalar(select(titles.c.title).where(titles.c.book_id == book_id))
+
+
+def save_title(session, book_id, title):
+    if title_of(session, book_id) is None:
+        session.execute(titles.insert().values(book_id=book_id, title=title))

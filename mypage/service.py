@@ -1,0 +1,65 @@
+"""The mypage service: a read model built only from events.
+
+Inbound: a handler for every reservation and delivery event, and for new
+titles; RPC for the gateway to read a customer's page. It never calls
+another service: while one is down, MyPage shows what it last heard, and
+catches up on everything it missed when it comes back (its queues are
+durable). Each change is announced as ``mypage_changed`` for live pages.
+"""
+import logging
+
+from common.handlers import handles
+from common.rpc import rpc
+from common.service import ServiceBase
+from common.store import Store
+from mypage import models
+from mypage.domain import ReservationView
+
+log = logging.getLogger(__name__)
+
+MAX_RESERVATIONS = 500  # a page is bounded, like every list in the API
+
+
+def _view_handler(source, event_type):
+    def handler(self, tx, event):
+        self._apply(tx, event)
+
+    handler.__name__ = f"on_{event_type}"
+    return handles(source, event_type)(handler)
+
+
+class MyPageService(ServiceBase):
+    name = "mypage"
+
+    store = Store(models.Base)
+
+    @rpc
+    def get(self, customer):
+        with self.store.reading() as session:
+            rows = models.for_customer(session, customer, MAX_RESERVATIONS)
+            return {"customer": customer, "reservations": [view.to_dict(title) for view, title in rows]}
+
+    @handles("product", "book_registered")
+    def on_book_registered(self, tx, event):
+        models.save_title(tx.session, event["book_id"], event["title"])
+
+    on_reservation_requested = _view_handler("reservation", "reservation_requested")
+    on_reservation_waitlisted = _view_handler("reservation", "reservation_waitlisted")
+    on_reservation_confirmed = _view_handler("reservation", "reservation_confirmed")
+    on_reservation_shipped = _view_handler("reservation", "reservation_shipped")
+    on_reservation_delivered = _view_handler("reservation", "reservation_delivered")
+    on_reservation_returned = _view_handler("reservation", "reservation_returned")
+    on_reservation_canceled = _view_handler("reservation", "reservation_canceled")
+    on_delivery_created = _view_handler("delivery", "delivery_created")
+    on_delivery_shipped = _view_handler("delivery", "delivery_shipped")
+    on_delivery_delivered = _view_handler("delivery", "delivery_delivered")
+    on_delivery_canceled = _view_handler("delivery", "delivery_canceled")
+
+    def _apply(self, tx, event):
+        view = models.find(tx.session, event["reservation_id"])
+        if view is None:
+            view = ReservationView(event["reservation_id"], event["customer"], event["book_id"])
+            tx.session.add(view)
+        if view.apply(event):
+            tx.emit("mypage_changed", reservation_id=view.reservation_id, book_id=view.book_id,
+                    customer=view.customer, status=view.status, delivery_status=view.delivery_status)

@@ -1,0 +1,120 @@
+"""The product service: Nameko adapters around ``product.domain``.
+
+Inbound: RPC for the gateway (register, stock, read the catalogue) and
+handlers for ``reservation``'s events (requested, canceled, returned).
+Outbound: the store, whose outbox carries the allocation events.
+"""
+import logging
+
+from common.errors import NotFound
+from common.handlers import handles
+from common.rpc import rpc
+from common.service import ServiceBase
+from common.store import Store
+from product import models
+from product.domain import Allocation, REFUSED, Title
+
+log = logging.getLogger(__name__)
+
+
+class ProductService(ServiceBase):
+    name = "product"
+
+    store = Store(models.Base)
+
+    @rpc
+    def register_book(self, isbn, title, author, copies):
+        with self.store.transaction() as tx:
+            book = Title(isbn, title, author, copies)
+            tx.session.add(book)
+            tx.session.flush()  # gives the title its id
+            tx.emit("book_registered", book_id=book.id, isbn=isbn, title=title, author=author, stock=book.stock)
+            return book.to_dict()
+
+    @rpc
+    def add_stock(self, book_id, quantity):
+        with self.store.transaction() as tx:
+            book = self._title(tx.session, book_id, for_update=True)
+            waitlist = models.waitlist(tx.session, book_id, limit=book.stock + quantity)
+            caused = book.add_copies(quantity, waitlist)
+            tx.emit("book_restocked", book_id=book_id, quantity=quantity, stock=book.stock)
+            self._emit(tx, caused)
+            return book.to_dict()
+
+    @rpc
+    def get_book(self, book_id):
+        with self.store.reading() as session:
+            return self._title(session, book_id).to_dict()
+
+    @rpc
+    def list_books(self, after_id=0, limit=100):
+        with self.store.reading() as session:
+            books = models.list_titles(session, after_id, limit + 1)
+            page = [book.to_dict() for book in books[:limit]]
+            return {"items": page, "next": page[-1]["id"] if len(books) > limit else None}
+
+    @rpc
+    def inventory(self, book_id):
+        """The numbers behind the stock invariant, for operators and tests."""
+        with self.store.reading() as session:
+            book = self._title(session, book_id)
+            return {
+                "book_id": book_id, "stock": book.stock, "stocked": book.stocked,
+                "allocated": models.allocated_count(session, book_id),
+                "waiting": models.waiting_count(session, book_id),
+            }
+
+    # -- what the reservations tell us ----------------------------------
+
+    @handles("reservation", "reservation_requested")
+    def on_reservation_requested(self, tx, event):
+        if models.find_allocation(tx.session, event["reservation_id"]) is not None:
+            return  # already served, or canceled before we heard of it
+        # First come, first served: the queue is ordered by when the
+        # customer reserved, not by when this event happened to arrive.
+        allocation = Allocation(event["reservation_id"], event["book_id"], event["customer"], event["occurred_at"])
+        book = models.find_title(tx.session, event["book_id"], for_update=True)
+        if book is None:
+            allocation.state = REFUSED
+            tx.session.add(allocation)
+            tx.emit("allocation_refused", reason="no such title", **allocation.event_fields())
+            return
+        caused = book.reserve(allocation, models.waiting_count(tx.session, book.id))
+        tx.session.add(allocation)
+        self._emit(tx, caused)
+
+    @handles("reservation", "reservation_canceled")
+    def on_reservation_canceled(self, tx, event):
+        allocation = models.find_allocation(tx.session, event["reservation_id"])
+        if allocation is None:
+            tx.session.add(Allocation.withdrawn_before_requested(
+                event["reservation_id"], event["book_id"], event["customer"], event["occurred_at"]))
+            return
+        self._release(tx, allocation)
+
+    @handles("reservation", "reservation_returned")
+    def on_reservation_returned(self, tx, event):
+        allocation = models.find_allocation(tx.session, event["reservation_id"])
+        if allocation is not None:
+            self._release(tx, allocation)
+
+    # -- helpers --------------------------------------------------------
+
+    def _release(self, tx, allocation):
+        book = models.find_title(tx.session, allocation.book_id, for_update=True)
+        if book is None:
+            return
+        waitlist = models.waitlist(tx.session, book.id, limit=book.stock + 1)
+        self._emit(tx, book.release(allocation, waitlist))
+
+    @staticmethod
+    def _emit(tx, caused):
+        for event_type, allocation, extra in caused:
+            tx.emit(event_type, **allocation.event_fields(), **extra)
+
+    @staticmethod
+    def _title(session, book_id, for_update=False):
+        book = models.find_title(session, book_id, for_update=for_update)
+        if book is None:
+            raise NotFound("no such book", book_id=book_id)
+        return book
