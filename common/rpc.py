@@ -91,6 +91,10 @@ class _TimedServiceProxy:
         self.timeout = timeout
         self.breaker = breaker
 
+    def with_timeout(self, seconds):
+        """The same proxy, giving up sooner (for checks that must stay quick)."""
+        return _TimedServiceProxy(self._worker_ctx, self._service_name, self._reply_listener, seconds, None)
+
     @property
     def circuit(self):
         return self.breaker.current_state if self.breaker else None

@@ -1,0 +1,110 @@
+"""Who is calling: accounts, password hashes and bearer tokens.
+
+Passwords are hashed with scrypt (standard library; salted, memory-hard).
+Tokens are JWTs signed with HS256 (PyJWT); the algorithm is pinned, and the
+expiry, issue time, issuer and audience are all required and checked. The
+role is taken from the verified token, never from the request.
+"""
+import hashlib
+import hmac
+import re
+import secrets
+import time
+
+import jwt
+
+from common.errors import BadRequest
+
+ROLES = ("librarian", "customer", "courier")
+ISSUER = "bookrental-gateway"
+AUDIENCE = "bookrental-api"
+ALGORITHM = "HS256"
+DEFAULT_SECRET = "dev-only-secret-change-me-dev-only-secret"
+
+# The demo accounts of the README, created in the development profile only.
+DEMO_ACCOUNTS = [("librarian", "librarian", "librarian"), ("alice", "alice", "customer"),
+                 ("bob", "bob", "customer"), ("courier", "courier", "courier")]
+
+_SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1, "dklen": 32}
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,31}$")
+MIN_PASSWORD = 8
+
+
+class ConfigurationError(Exception):
+    pass
+
+
+def hash_password(password):
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
+    return f"scrypt${_SCRYPT['n']}${salt.hex()}${digest.hex()}"
+
+
+def check_password(password, stored):
+    try:
+        _, n, salt, digest = stored.split("$")
+        params = dict(_SCRYPT, n=int(n))
+        candidate = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), **params)
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(candidate.hex(), digest)
+
+
+# A hash to compare against when the account does not exist, so that a
+# wrong username takes as long as a wrong password.
+_DUMMY_HASH = hash_password(secrets.token_hex(8))
+
+
+def verify(account, password):
+    """True when ``account`` (or None) has this password; constant-ish time."""
+    if account is None:
+        check_password(password, _DUMMY_HASH)
+        return False
+    return check_password(password, account.password_hash)
+
+
+def check_new_password(username, password):
+    problems = []
+    if len(password) < MIN_PASSWORD:
+        problems.append(f"use at least {MIN_PASSWORD} characters")
+    if password.lower() == username.lower() or password.lower() in {"password", "12345678", "qwertyui"}:
+        problems.append("this password is too easy to guess")
+    if problems:
+        raise BadRequest("the password is too weak", password=problems)
+
+
+def secret(config):
+    value = str(config.get("TOKEN_SECRET") or "")
+    if config.get("PROFILE", "development") != "development" and (value == DEFAULT_SECRET or len(value) < 32):
+        raise ConfigurationError("set TOKEN_SECRET (32+ characters) outside the development profile")
+    return value
+
+
+def issue_token(config, username, role):
+    now = int(time.time())
+    ttl = int(config.get("TOKEN_TTL") or 3600)
+    claims = {"sub": username, "role": role, "iat": now, "nbf": now, "exp": now + ttl,
+              "iss": ISSUER, "aud": AUDIENCE, "jti": secrets.token_hex(8)}
+    token = jwt.encode(claims, secret(config), algorithm=ALGORITHM)
+    return {"access_token": token, "token_type": "bearer", "expires_in": ttl}
+
+
+def user_from_token(config, token):
+    try:
+        claims = jwt.decode(
+            token, secret(config), algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
+            options={"require": ["exp", "iat", "iss", "aud", "sub"]})
+    except jwt.PyJWTError:
+        return None
+    if claims.get("role") not in ROLES or not isinstance(claims.get("sub"), str):
+        return None
+    return {"username": claims["sub"], "role": claims["role"]}
+
+
+def user_from_request(config, request):
+    """The verified user of a request, or None (no token, or a bad one)."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return user_from_token(config, token.strip())

@@ -1,0 +1,206 @@
+"""The gateway's inbound adapter: Nameko's HTTP entrypoint, made into an API.
+
+``@api(method, path, roles=..., body=Schema, query=Schema)`` declares a route.
+Before the service method runs, the entrypoint has authenticated the
+caller (401), checked the role (403), limited the body size (413) and loaded
+the body and query through their marshmallow schemas (400, field by field).
+Whatever goes wrong after that becomes the spec's error body with the right
+status; a stack trace goes to the log, never to the client.
+"""
+import json
+import logging
+from functools import partial
+
+from eventlet.event import Event
+from marshmallow import ValidationError
+from nameko.web.handlers import HttpRequestHandler
+from nameko.web.server import WebServer
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Request, Response
+
+from common import correlation, errors
+from gateway import auth
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+RETRY_AFTER_SECONDS = 5
+ROUTES = []  # every @api route, in declaration order: the OpenAPI document reads it
+
+
+class Unauthorized(errors.BookRentalError):
+    code = "unauthorized"
+
+
+class Forbidden(errors.BookRentalError):
+    code = "forbidden"
+
+
+class TooManyRequests(errors.BookRentalError):
+    code = "rate_limited"
+
+    def __init__(self, message, retry_after):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PayloadTooLarge(errors.BookRentalError):
+    code = "payload_too_large"
+
+
+STATUS = {
+    errors.BadRequest: 400, Unauthorized: 401, Forbidden: 403, errors.NotFound: 404,
+    errors.NotAllowed: 409, PayloadTooLarge: 413, TooManyRequests: 429, errors.Unavailable: 503,
+}
+CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+         405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
+         429: "rate_limited", 500: "internal", 503: "unavailable"}
+
+
+def json_response(payload, status=200, headers=None):
+    response = Response(json.dumps(payload), status=status, mimetype="application/json", headers=headers)
+    return response
+
+
+def error_response(status, message, code=None, details=None, headers=None):
+    body = {"error": {"code": code or CODES.get(status, "error"), "message": message, "details": details or {}}}
+    return json_response(body, status, headers)
+
+
+def response_for(exc):
+    """The one place an exception becomes an HTTP answer."""
+    if isinstance(exc, ValidationError):
+        return error_response(400, "the request is not valid", "bad_request", _details(exc.messages))
+    if isinstance(exc, errors.BookRentalError):
+        status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
+        headers = {}
+        if status == 503:
+            headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        if status == 429:
+            headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="bookrental"'
+        return error_response(status, exc.message, exc.code, exc.details, headers)
+    if isinstance(exc, HTTPException):
+        headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else None
+        return error_response(exc.code, exc.description or exc.name, CODES.get(exc.code), headers=headers)
+    log.error("unexpected error", exc_info=(type(exc), exc, exc.__traceback__))
+    return error_response(500, "something went wrong on our side; it has been logged", "internal")
+
+
+def _details(messages):
+    return messages if isinstance(messages, dict) else {"_schema": messages}
+
+
+class JsonWebServer(WebServer):
+    """Nameko's web server, answering unknown paths and methods in JSON too,
+    and stamping every response with the request's correlation id."""
+
+    def context_data_from_headers(self, request):
+        return {}
+
+    def get_wsgi_app(self):
+        app = super().get_wsgi_app()
+
+        def wsgi(environ, start_response):
+            def start(status, headers, exc_info=None):
+                rid = environ.get("bookrental.correlation_id")
+                if rid:
+                    headers.append(("X-Request-ID", rid))
+                return start_response(status, headers, exc_info)
+
+            adapter = app.url_map.bind_to_environ(environ)
+            try:
+                adapter.match()
+            except HTTPException as exc:
+                return response_for(exc)(environ, start)
+            return app(environ, start)
+
+        return wsgi
+
+
+class Api(HttpRequestHandler):
+    server = JsonWebServer()
+
+    def __init__(self, method, url, roles=None, body=None, query=None, status=200, tag=None, **kwargs):
+        super().__init__(method, url, **kwargs)
+        self.roles = roles
+        self.body = body
+        self.query = query
+        self.status = status
+
+    def handle_request(self, request):
+        request.shallow = False
+        rid = _request_id(request)
+        request.environ["bookrental.correlation_id"] = rid
+        correlation.bind(rid)
+        try:
+            kwargs = dict(request.path_values)
+            user = auth.user_from_request(self.container.config, request)
+            if self.roles is not None:
+                if user is None:
+                    raise Unauthorized("sign in first: send Authorization: Bearer <token>")
+                if user["role"] not in self.roles:
+                    raise Forbidden(f"this needs the role {' or '.join(sorted(self.roles))}")
+                kwargs["user"] = user
+            if self.body is not None:
+                kwargs["body"] = self.body().load(_json_body(request))
+            if self.query is not None:
+                kwargs["query"] = self.query().load(request.args.to_dict())
+            event = Event()
+            self.container.spawn_worker(
+                self, (request,), kwargs, context_data={correlation.KEY: rid},
+                handle_result=partial(self.handle_result, event))
+            result = event.wait()
+            response = self.response_from_result(result)
+        except Exception as exc:  # every failure leaves as the spec's error body
+            response = response_for(exc)
+        finally:
+            correlation.bind(None)
+        return response
+
+    def response_from_result(self, result):
+        if isinstance(result, Response):
+            return result
+        if isinstance(result, tuple):
+            status, payload = result
+        else:
+            status, payload = self.status, result
+        return json_response(payload, status)
+
+
+def _request_id(request):
+    for name in correlation.HTTP_HEADERS:
+        value = request.headers.get(name, "")
+        if value and len(value) <= 128 and value.isprintable():
+            return value
+    import uuid
+
+    return str(uuid.uuid4())
+
+
+def _json_body(request):
+    length = request.content_length
+    if length is not None and length > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    raw = request.stream.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    if not raw.strip():
+        raise errors.BadRequest("send a JSON object as the body")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise errors.BadRequest("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise errors.BadRequest("the body must be a JSON object")
+    return body
+
+
+def api(method, url, **kwargs):
+    """Declare an HTTP route of the API (see the module's docstring)."""
+    def decorator(fn):
+        ROUTES.append({"method": method, "url": url, "name": fn.__name__, "doc": fn.__doc__ or "", **kwargs})
+        return Api.decorator(method, url, **kwargs)(fn)
+
+    return decorator

@@ -1,0 +1,19 @@
+"""How accounts are stored."""
+from sqlalchemy import Column, String, Table
+
+from common.store import declare_base
+from gateway.domain import Account
+
+Base = declare_base()
+
+accounts = Table(
+    "accounts", Base.metadata,
+    Column("username", String(64), primary_key=True),
+    Column("password_hash", String(200), nullable=False),
+    Column("role", String(16), nullable=False),
+)
+Base.registry.map_imperatively(Account, accounts)
+
+
+def find(session, username):
+    return session.get(Account, username)

@@ -1,0 +1,117 @@
+"""The OpenAPI 3 document, generated from the routes and their schemas.
+
+The same marshmallow classes that validate a request describe it here, so
+the description cannot drift from what the gateway accepts.
+"""
+import re
+from functools import lru_cache
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+
+from gateway import schemas
+from gateway.http import ROUTES
+
+RESPONSES = {
+    # route name: (success schema, extra error statuses)
+    "issue_token": (schemas.Token, [401, 429]),
+    "register": (schemas.Account, [409]),
+    "register_book": (schemas.Book, []),
+    "add_stock": (schemas.Book, [404]),
+    "list_books": (schemas.page_of(schemas.Book), []),
+    "get_book": (schemas.Book, [404]),
+    "reserve": (schemas.Reservation, [404, 503]),
+    "get_reservation": (schemas.Reservation, [404]),
+    "cancel_reservation": (schemas.Reservation, [404, 409, 503]),
+    "return_book": (schemas.Reservation, [404, 409]),
+    "list_deliveries": (schemas.page_of(schemas.Delivery), []),
+    "get_delivery": (schemas.Delivery, [404]),
+    "ship": (schemas.Delivery, [404, 409]),
+    "deliver": (schemas.Delivery, [404, 409]),
+    "my_page": (schemas.MyPage, []),
+    "live": (schemas.Health, []),
+    "ready": (schemas.Health, [503]),
+}
+ERROR_TEXT = {400: "Bad input; `details` names each field", 401: "No token, or a bad one",
+              403: "Wrong role", 404: "Not found (also: someone else's reservation)",
+              409: "Not allowed in the current state", 413: "Body too large",
+              429: "Rate limited; see Retry-After", 503: "A needed service is unavailable; nothing changed"}
+PARAM = re.compile(r"<(?:(\w+):)?(\w+)>")
+
+
+def _path(url):
+    return PARAM.sub(lambda m: "{" + m.group(2) + "}", url)
+
+
+def _path_parameters(url):
+    out = []
+    for converter, name in PARAM.findall(url):
+        schema = {"type": "integer", "minimum": 0} if converter == "int" else {"type": "string"}
+        out.append({"name": name, "in": "path", "required": True, "schema": schema})
+    return out
+
+
+def _operation(route):
+    name = route["name"]
+    success, extra_errors = RESPONSES.get(name, (None, []))
+    status = str(route.get("status", 200))
+    roles = route.get("roles")
+    doc = " ".join(route["doc"].split())
+    operation = {
+        "operationId": name,
+        "summary": doc.split(". ")[0].rstrip("."),
+        "description": doc + (f"\n\nRoles: {', '.join(sorted(roles))}." if roles else "\n\nNo sign-in needed."),
+        "tags": [route.get("tag") or "api"],
+        "parameters": _path_parameters(route["url"]),
+        "responses": {},
+    }
+    if success is not None:
+        operation["responses"][status] = {"description": "OK", "content": {"application/json": {"schema": success}}}
+    else:
+        operation["responses"][status] = {"description": "OK"}
+    if route.get("query") is not None:
+        operation["parameters"].append({"in": "query", "schema": route["query"]})
+    if route.get("body") is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": route["body"]}}}
+    if name == "reserve":
+        operation["parameters"].append({
+            "name": "Idempotency-Key", "in": "header", "required": False,
+            "description": "Retrying with the same key returns the same reservation.",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 128}})
+    errors = set(extra_errors)
+    if route.get("body") is not None or route.get("query") is not None or operation["parameters"]:
+        errors.add(400)
+    if route.get("body") is not None:
+        errors.add(413)
+    if roles:
+        errors |= {401, 403}
+        operation["security"] = [{"bearer": []}]
+    if success is not None and name not in ("live", "ready"):
+        errors |= {429, 503}
+    for code in sorted(errors):
+        operation["responses"][str(code)] = {"$ref": f"#/components/responses/E{code}"}
+    return operation
+
+
+@lru_cache(maxsize=1)
+def document():
+    spec = APISpec(
+        title="Book Rental", version="1.0.0", openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+        info={"description": "A library that lends books and delivers them. Every error is "
+                             "`{\"error\": {\"code\", \"message\", \"details\"}}`."})
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    spec.components.schema("Error", schema=schemas.Error)
+    for code, text in ERROR_TEXT.items():
+        response = {"description": text, "content": {"application/json": {"schema": "Error"}}}
+        if code in (429, 503):
+            response["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+        spec.components.response(f"E{code}", response)
+    paths = {}
+    for route in ROUTES:
+        if route["name"] == "static":
+            continue
+        paths.setdefault(_path(route["url"]), {})[route["method"].lower()] = _operation(route)
+    for path, operations in paths.items():
+        spec.path(path=path, operations=operations)
+    return spec.to_dict()

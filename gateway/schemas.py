@@ -1,0 +1,166 @@
+"""Every body and query the API accepts or returns, as marshmallow schemas.
+
+Requests refuse unknown fields (no mass assignment), bound every string and
+type every number; the OpenAPI document is generated from these classes.
+"""
+import re
+
+from marshmallow import RAISE, Schema, fields, validate
+
+PRINTABLE = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="control characters are not allowed")
+
+
+class StrictInteger(fields.Integer):
+    """An integer that refuses "3", 3.0 and true."""
+
+    def __init__(self, **kwargs):
+        super().__init__(strict=True, **kwargs)
+
+    def _validated(self, value):
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+def text(max_length, **kwargs):
+    return fields.String(validate=[validate.Length(min=1, max=max_length), PRINTABLE], **kwargs)
+
+
+class Request(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+# -- auth -------------------------------------------------------------------
+
+class Credentials(Request):
+    username = fields.String(required=True, validate=[validate.Length(min=1, max=64), PRINTABLE])
+    password = fields.String(required=True, validate=validate.Length(min=1, max=256), load_only=True)
+
+
+class Registration(Request):
+    username = fields.String(required=True, validate=validate.Regexp(
+        r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,31}$",
+        error="2 to 32 letters, digits, '.', '_' or '-', starting with a letter or digit"))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=256), load_only=True)
+
+
+class Token(Schema):
+    access_token = fields.String(required=True)
+    token_type = fields.String(required=True, metadata={"example": "bearer"})
+    expires_in = fields.Integer(required=True, metadata={"description": "seconds"})
+
+
+class Account(Schema):
+    username = fields.String(required=True)
+    role = fields.String(required=True, validate=validate.OneOf(["librarian", "customer", "courier"]))
+
+
+# -- books ------------------------------------------------------------------
+
+class NewBook(Request):
+    isbn = text(32, required=True)
+    title = text(300, required=True)
+    author = text(300, required=True)
+    copies = StrictInteger(required=True, validate=validate.Range(min=0, max=100_000))
+
+
+class Restock(Request):
+    quantity = StrictInteger(required=True, validate=validate.Range(min=1, max=100_000))
+
+
+class Book(Schema):
+    id = fields.Integer(required=True)
+    isbn = fields.String(required=True)
+    title = fields.String(required=True)
+    author = fields.String(required=True)
+    stock = fields.Integer(required=True)
+
+
+class Page(Request):
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+    cursor = fields.String(load_default=None, validate=validate.Regexp(r"^[0-9]{1,18}$", error="not a cursor"))
+
+
+class DeliveryPage(Page):
+    status = fields.String(load_default=None, validate=validate.OneOf(["preparing", "shipped", "delivered", "canceled"]))
+
+
+def page_of(item_schema):
+    return type(f"{item_schema.__name__}Page", (Schema,), {
+        "items": fields.List(fields.Nested(item_schema), required=True),
+        "next": fields.String(required=True, allow_none=True,
+                              metadata={"description": "pass as ?cursor= for the next page; null on the last"}),
+    })
+
+
+# -- reservations and deliveries --------------------------------------------
+
+class NewReservation(Request):
+    book_id = StrictInteger(required=True, validate=validate.Range(min=1, max=2 ** 31 - 1))
+
+
+RESERVATION_STATUSES = ["requested", "waitlisted", "confirmed", "shipped", "delivered", "returned", "canceled"]
+
+
+class Reservation(Schema):
+    id = fields.String(required=True)
+    book_id = fields.Integer(required=True)
+    customer = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(RESERVATION_STATUSES))
+    created_at = fields.String(required=True, metadata={"format": "date-time"})
+    updated_at = fields.String(required=True, metadata={"format": "date-time"})
+
+
+class Delivery(Schema):
+    id = fields.String(required=True)
+    reservation_id = fields.String(required=True)
+    book_id = fields.Integer(required=True)
+    customer = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["preparing", "shipped", "delivered", "canceled"]))
+
+
+class HistoryEntry(Schema):
+    status = fields.String(required=True)
+    at = fields.String(required=True, metadata={"format": "date-time"})
+
+
+class MyPageReservation(Schema):
+    reservation_id = fields.String(required=True)
+    book_id = fields.Integer(required=True)
+    title = fields.String(required=True, allow_none=True)
+    status = fields.String(required=True, allow_none=True)
+    delivery_status = fields.String(required=True, allow_none=True)
+    updated_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+    history = fields.List(fields.Nested(HistoryEntry), required=True)
+
+
+class MyPage(Schema):
+    customer = fields.String(required=True)
+    reservations = fields.List(fields.Nested(MyPageReservation), required=True)
+
+
+# -- errors and health ------------------------------------------------------
+
+class ErrorDetail(Schema):
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+    details = fields.Dict(required=True)
+
+
+class Error(Schema):
+    error = fields.Nested(ErrorDetail, required=True)
+
+
+class Health(Schema):
+    status = fields.String(required=True)
+    checks = fields.Dict(required=True)
+
+
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def is_uuid(value):
+    return bool(UUID.match(value or ""))
+
+

@@ -1,0 +1,266 @@
+"""The gateway: the single HTTP entry point of Book Rental.
+
+Each route authenticates and validates (in ``gateway.http``), then makes one
+or two RPC calls and returns what the service answered. It owns nothing but
+the accounts; every business decision is made by the service that owns it.
+"""
+import logging
+import mimetypes
+import os
+
+import eventlet
+from kombu import Connection
+from nameko.constants import AMQP_URI_CONFIG_KEY
+from nameko.dependency_providers import Config
+from sqlalchemy.exc import IntegrityError
+from werkzeug.security import safe_join
+from werkzeug.wrappers import Response
+
+from common.correlation import Correlation
+from common.errors import BadRequest, NotAllowed, NotFound, Unavailable
+from common.rpc import ServiceRpc
+from common.store import Store
+from gateway import auth, models, openapi, schemas
+from gateway.domain import Account
+from gateway.http import Unauthorized, api
+
+log = logging.getLogger(__name__)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WEB_ROOT = os.path.join(HERE, "web")
+ASYNCAPI = os.path.join(os.path.dirname(HERE), "docs", "asyncapi.json")
+BACKENDS = ("product", "reservation", "delivery", "mypage")
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+
+
+class AccountStore(Store):
+    """The gateway's store: refuses to start with the default token secret
+    outside development, and creates the demo accounts in development."""
+
+    def setup(self):
+        auth.secret(self.container.config)  # raises ConfigurationError
+        super().setup()
+        if self.container.config.get("PROFILE", "development") == "development":
+            with self.transaction() as tx:
+                for username, password, role in auth.DEMO_ACCOUNTS:
+                    if models.find(tx.session, username) is None:
+                        tx.session.add(Account(username, auth.hash_password(password), role))
+
+
+def _owner(user):
+    """Customers act on their own reservations; librarians on any."""
+    return user["username"] if user["role"] == "customer" else None
+
+
+def _reservation_id(value):
+    if not schemas.is_uuid(value):
+        raise NotFound("no such reservation", reservation_id=value[:64])
+    return value
+
+
+def _delivery_id(value):
+    if not schemas.is_uuid(value):
+        raise NotFound("no such delivery", delivery_id=value[:64])
+    return value
+
+
+def _page(result):
+    return {"items": result["items"], "next": None if result["next"] is None else str(result["next"])}
+
+
+class GatewayService:
+    name = "gateway"
+
+    correlation_id = Correlation()
+    config = Config()
+    store = AccountStore(models.Base)
+    product = ServiceRpc("product")
+    reservation = ServiceRpc("reservation")
+    delivery = ServiceRpc("delivery")
+    mypage = ServiceRpc("mypage")
+
+    # -- accounts -------------------------------------------------------
+
+    @api("POST", "/auth/token", body=schemas.Credentials, tag="auth")
+    def issue_token(self, request, body):
+        """Sign in: trade a username and password for a bearer token."""
+        with self.store.reading() as session:
+            account = models.find(session, body["username"])
+            if not auth.verify(account, body["password"]):
+                raise Unauthorized("wrong username or password")
+            return auth.issue_token(self.config, account.username, account.role)
+
+    @api("POST", "/auth/register", body=schemas.Registration, status=201, tag="auth")
+    def register(self, request, body):
+        """Sign up as a customer."""
+        try:
+            with self.store.transaction() as tx:
+                taken = models.find(tx.session, body["username"]) is not None
+                account = Account.sign_up(body["username"], body["password"], taken)
+                tx.session.add(account)
+        except IntegrityError:  # signed up twice at the same moment
+            raise NotAllowed("this username is taken", username=body["username"]) from None
+        log.info("account created", extra={"username": account.username})
+        return account.to_dict()
+
+    # -- books ----------------------------------------------------------
+
+    @api("POST", "/books", roles={"librarian"}, body=schemas.NewBook, status=201, tag="books")
+    def register_book(self, request, user, body):
+        """Register a title with its first copies in stock."""
+        return self.product.register_book(body["isbn"], body["title"], body["author"], body["copies"])
+
+    @api("POST", "/books/<int:book_id>/stock", roles={"librarian"}, body=schemas.Restock, tag="books")
+    def add_stock(self, request, user, book_id, body):
+        """Stock more copies of a title; waiting reservations are served first."""
+        return self.product.add_stock(book_id, body["quantity"])
+
+    @api("GET", "/books", query=schemas.Page, tag="books")
+    def list_books(self, request, query):
+        """The catalogue, oldest title first."""
+        return _page(self.product.list_books(after_id=int(query["cursor"] or 0), limit=query["limit"]))
+
+    @api("GET", "/books/<int:book_id>", tag="books")
+    def get_book(self, request, book_id):
+        """One title and its stock."""
+        return self.product.get_book(book_id)
+
+    # -- reservations ---------------------------------------------------
+
+    @api("POST", "/reservations", roles={"customer"}, body=schemas.NewReservation, status=202, tag="reservations")
+    def reserve(self, request, user, body):
+        """Reserve a title. Accepted at once (202); a copy is allocated, or the
+        reservation waitlisted, as the events flow. Honours ``Idempotency-Key``."""
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not (0 < len(key) <= 128 and key.isprintable()):
+            raise BadRequest("Idempotency-Key must be 1 to 128 printable characters",
+                             **{"Idempotency-Key": ["invalid"]})
+        try:
+            self.product.with_timeout(1.0).get_book(body["book_id"])
+        except Unavailable:
+            pass  # product is down: accept; it allocates (or refuses) when it is back
+        return self.reservation.create(body["book_id"], user["username"], key)
+
+    @api("GET", "/reservations/<reservation_id>", roles={"customer", "librarian"}, tag="reservations")
+    def get_reservation(self, request, user, reservation_id):
+        """One reservation (customers: only their own)."""
+        return self.reservation.get(_reservation_id(reservation_id), _owner(user))
+
+    @api("POST", "/reservations/<reservation_id>/cancel", roles={"customer"}, tag="reservations")
+    def cancel_reservation(self, request, user, reservation_id):
+        """Cancel, with its delivery, synchronously; 409 once delivered, 503
+        (nothing changed) if the delivery service cannot be reached."""
+        return self.reservation.cancel(_reservation_id(reservation_id), user["username"])
+
+    @api("POST", "/reservations/<reservation_id>/return", roles={"customer", "librarian"}, tag="reservations")
+    def return_book(self, request, user, reservation_id):
+        """Bring a delivered book back; its copy goes to the next in line."""
+        return self.reservation.return_book(_reservation_id(reservation_id), _owner(user))
+
+    # -- deliveries -----------------------------------------------------
+
+    @api("GET", "/deliveries", roles={"courier", "librarian"}, query=schemas.DeliveryPage, tag="deliveries")
+    def list_deliveries(self, request, user, query):
+        """Deliveries, oldest first, filtered by ``status`` when given."""
+        return _page(self.delivery.list(query["status"], int(query["cursor"] or 0), query["limit"]))
+
+    @api("GET", "/deliveries/<delivery_id>", roles={"courier", "librarian"}, tag="deliveries")
+    def get_delivery(self, request, user, delivery_id):
+        """One delivery."""
+        return self.delivery.get(_delivery_id(delivery_id))
+
+    @api("POST", "/deliveries/<delivery_id>/ship", roles={"courier"}, tag="deliveries")
+    def ship(self, request, user, delivery_id):
+        """The courier takes the book: preparing → shipped."""
+        return self.delivery.ship(_delivery_id(delivery_id))
+
+    @api("POST", "/deliveries/<delivery_id>/deliver", roles={"courier"}, tag="deliveries")
+    def deliver(self, request, user, delivery_id):
+        """The courier hands the book over: shipped → delivered."""
+        return self.delivery.deliver(_delivery_id(delivery_id))
+
+    # -- mypage ---------------------------------------------------------
+
+    @api("GET", "/mypage", roles={"customer"}, tag="mypage")
+    def my_page(self, request, user):
+        """Every reservation of the signed-in customer, from the read model."""
+        return self.mypage.get(user["username"])
+
+    # -- operations -----------------------------------------------------
+
+    @api("GET", "/health/live", tag="health")
+    def live(self, request):
+        """200 while the process is serving."""
+        return {"status": "ok", "checks": {}}
+
+    @api("GET", "/health/ready", tag="health")
+    def ready(self, request):
+        """200 when the broker and the database are reachable, else 503. The
+        backends' own health is reported, and does not make this fail: a
+        service that is down delays its work, it does not stop the gateway."""
+        checks = {"broker": self._check(self._ping_broker), "database": self._check(self.store.ping)}
+        pool = eventlet.GreenPool()
+        for name, result in zip(BACKENDS, pool.imap(self._backend_health, BACKENDS)):
+            checks[name] = result
+        ok = checks["broker"]["status"] == "ok" and checks["database"]["status"] == "ok"
+        return (200 if ok else 503), {"status": "ok" if ok else "unavailable", "checks": checks}
+
+    @api("GET", "/openapi.json", tag="docs")
+    def openapi_document(self, request):
+        """This API, described in OpenAPI 3."""
+        return openapi.document()
+
+    @api("GET", "/asyncapi.json", tag="docs")
+    def asyncapi_document(self, request):
+        """The events between the services, described in AsyncAPI."""
+        return _file_response(ASYNCAPI, "application/json")
+
+    @api("GET", "/", tag="web")
+    def web_app(self, request):
+        """The web app for customers, librarians and couriers."""
+        return _file_response(os.path.join(WEB_ROOT, "index.html"), "text/html")
+
+    @api("GET", "/static/<path:path>", tag="web")
+    def static(self, request, path):
+        """The web app's assets."""
+        full = safe_join(os.path.join(WEB_ROOT, "static"), path)
+        if full is None or not os.path.isfile(full):
+            raise NotFound("no such file")
+        return _file_response(full, mimetypes.guess_type(full)[0] or "application/octet-stream")
+
+    # -- helpers --------------------------------------------------------
+
+    def _ping_broker(self):
+        with Connection(self.config[AMQP_URI_CONFIG_KEY], connect_timeout=2) as connection:
+            connection.ensure_connection(max_retries=1)
+
+    @staticmethod
+    def _check(probe):
+        try:
+            probe()
+            return {"status": "ok"}
+        except Exception as error:
+            return {"status": "unavailable", "error": f"{type(error).__name__}: {error}"[:200]}
+
+    def _backend_health(self, name):
+        try:
+            return getattr(self, name).with_timeout(1.0).health()
+        except Exception as error:
+            return {"status": "unavailable", "error": str(error)[:200]}
+
+
+def _file_response(path, mimetype):
+    try:
+        with open(path, "rb") as handle:
+            content = handle.read()
+    except FileNotFoundError:
+        raise NotFound("no such file") from None
+    response = Response(content, mimetype=mimetype)
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
