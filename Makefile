@@ -1,0 +1,50 @@
+# Book Rental: one command to run it, one to test it.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY := .venv/bin/python
+NAMEKO := .venv/bin/nameko
+SERVICE ?=
+REPLICAS ?= 1
+export PYTHONWARNINGS := ignore
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+.venv/.installed: requirements.txt requirements-dev.txt ops/install.sh
+	@ops/install.sh
+
+deps: .venv/.installed ## Install the pinned Python packages into .venv
+
+broker: ## Make sure RabbitMQ (with its management plugin) is running
+	@ops/broker.sh
+
+up: deps broker ## Start every service in the background and wait until ready
+	@$(PY) -m ops.run up
+
+down: deps ## Stop the services that make up started
+	@$(PY) -m ops.run down
+
+start: deps broker ## Start SERVICE=name [REPLICAS=n]; returns once consuming
+	@test -n "$(SERVICE)" || { echo "usage: make start SERVICE=name [REPLICAS=n]"; exit 2; }
+	@$(PY) -m ops.run start $(SERVICE) --replicas $(REPLICAS)
+
+stop: deps ## Stop every replica of SERVICE=name; returns once exited
+	@test -n "$(SERVICE)" || { echo "usage: make stop SERVICE=name"; exit 2; }
+	@$(PY) -m ops.run stop $(SERVICE)
+
+status: deps ## Show the running replicas
+	@$(PY) -m ops.run status
+
+logs: ## Follow every service's log
+	@tail -F var/log/*.log
+
+shell: deps ## Open a nameko shell on the running system (n.rpc.reservation...)
+	@$(NAMEKO) shell --config config.yml
+
+test: deps broker ## Run every test (unit, integration, end to end)
+	@$(NAMEKO) test tests -q -p no:cacheprovider
+
+test-fast: deps broker ## The inner loop: unit and integration tests only
+	@$(NAMEKO) test tests/unit tests/integration -q -p no:cacheprovider
+
+.PHONY: help deps broker up down start stop status logs shell test test-fast
