@@ -1,0 +1,283 @@
+"""The product service on the real broker and a real SQLite file.
+
+product owns the titles, their stock and the waitlist: librarians reach it
+by RPC, reservations reach it by events, and every change it makes to a
+reservation's copy is announced as an event of its own.
+"""
+import time
+from unittest import mock
+
+import pytest
+from nameko.exceptions import RemoteError, RpcTimeout
+from nameko.testing.services import entrypoint_waiter, worker_factory
+
+from common import events
+from product.service import ProductService
+from support import assert_envelope, event, handler_queue
+
+REQUESTED_QUEUE = handler_queue("reservation", "reservation_requested", "product", "on_reservation_requested")
+
+
+@pytest.fixture
+def product(start):
+    return start(ProductService)
+
+
+@pytest.fixture
+def emitted(event_log):
+    return event_log("product")
+
+
+@pytest.fixture
+def product_db(db, product):
+    return db("product")
+
+
+def register(rpc, copies=1, **extra):
+    return rpc().product.register_book("978-0-00-000000-0", extra.get("title", "Dune"), "F. Herbert", copies)
+
+
+def request(reservation_id, book_id, customer="alice", correlation_id="corr-req"):
+    return event("reservation_requested", correlation_id,
+                 reservation_id=reservation_id, book_id=book_id, customer=customer)
+
+
+def deliver(product, publish, source_event, method):
+    """Publish ``source_event`` and wait until ``method`` has handled it."""
+    with entrypoint_waiter(product, method, timeout=5) as result:
+        publish("reservation", source_event)
+    return result
+
+
+# -- RPC ----------------------------------------------------------------------
+
+
+def test_register_book_stores_the_title_and_announces_it_with_the_callers_correlation_id(
+        product, rpc, emitted, product_db):
+    book = rpc(correlation_id="test-123").product.register_book("978-1", "Dune", "F. Herbert", 3)
+
+    assert book == {"id": book["id"], "isbn": "978-1", "title": "Dune", "author": "F. Herbert", "stock": 3}
+    row = product_db.one("SELECT * FROM titles WHERE id = :id", id=book["id"])
+    assert (row["stock"], row["stocked"]) == (3, 3)
+
+    registered = emitted.wait_for("book_registered")
+    assert_envelope(registered, "book_registered", "test-123")
+    assert registered["book_id"] == book["id"]
+    assert (registered["title"], registered["isbn"], registered["stock"]) == ("Dune", "978-1", 3)
+    assert emitted.headers(registered["event_id"])["nameko.correlation_id"] == "test-123"
+    # The outbox row was published by the worker itself, not left to the relay.
+    outbox = product_db.one("SELECT * FROM outbox WHERE event_id = :e", e=registered["event_id"])
+    assert outbox["published_at"] is not None
+
+
+def test_add_stock_get_book_list_books_and_inventory(product, rpc, emitted):
+    cluster = rpc(correlation_id="test-stock")
+    book = cluster.product.register_book("978-1", "Dune", "F. Herbert", 1)
+    others = [cluster.product.register_book("978-2", f"Book {n}", "A", 0) for n in range(2)]
+
+    assert cluster.product.add_stock(book["id"], 2)["stock"] == 3
+    assert cluster.product.get_book(book["id"])["stock"] == 3
+    assert cluster.product.inventory(book["id"]) == {
+        "book_id": book["id"], "stock": 3, "stocked": 3, "allocated": 0, "waiting": 0}
+    restocked = emitted.wait_for("book_restocked")
+    assert_envelope(restocked, "book_restocked", "test-stock")
+    assert (restocked["book_id"], restocked["quantity"], restocked["stock"]) == (book["id"], 2, 3)
+
+    first = cluster.product.list_books(limit=2)
+    assert [b["id"] for b in first["items"]] == [book["id"], others[0]["id"]]
+    assert first["next"] == others[0]["id"]
+    rest = cluster.product.list_books(after_id=first["next"], limit=2)
+    assert [b["id"] for b in rest["items"]] == [others[1]["id"]] and rest["next"] is None
+
+
+@pytest.mark.parametrize("call, exc_type", [
+    (lambda p: p.get_book(999), "NotFound"),
+    (lambda p: p.add_stock(999, 1), "NotFound"),
+    (lambda p: p.inventory(999), "NotFound"),
+    (lambda p: p.register_book("978-1", "Dune", "F. Herbert", -1), "BadRequest"),
+])
+def test_business_errors_cross_rpc_by_name_and_change_nothing(product, rpc, product_db, emitted, call, exc_type):
+    cluster = rpc()
+    with pytest.raises(RemoteError) as error:
+        call(cluster.product)
+    assert error.value.exc_type == exc_type
+    assert product_db.count("titles") == 0
+    assert emitted.settle(0.2) == []
+
+
+def test_add_stock_of_zero_is_refused_and_nothing_is_stocked(product, rpc, product_db):
+    book = register(rpc, copies=1)
+    with pytest.raises(RemoteError) as error:
+        rpc().product.add_stock(book["id"], 0)
+    assert error.value.exc_type == "BadRequest"
+    assert product_db.one("SELECT stock, stocked FROM titles")["stocked"] == 1
+
+
+def test_health_answers_with_the_outbox_backlog(product, rpc):
+    health = rpc().product.health()
+    assert health["service"] == "product" and health["status"] == "ok"
+    assert health["outbox_backlog"] == 0
+
+
+def test_a_request_whose_caller_has_given_up_is_dropped_not_executed(product, rpc, product_db):
+    # common.rpc: a request that reaches the service after the caller's
+    # deadline is acked and dropped, so nothing is registered.
+    late = rpc(timeout=1, deadline=time.time() - 1)
+    with pytest.raises(RpcTimeout):
+        late.product.register_book("978-1", "Too late", "A", 1)
+    assert product_db.count("titles") == 0
+
+
+# -- handling reservation events ---------------------------------------------
+
+
+def test_a_requested_reservation_gets_a_free_copy(product, rpc, publish, emitted, product_db):
+    book = register(rpc, copies=2)
+    requested = request("r-1", book["id"], correlation_id="corr-r1")
+    deliver(product, publish, requested, "on_reservation_requested")
+
+    allocated = emitted.wait_for("copy_allocated")
+    assert_envelope(allocated, "copy_allocated", "corr-r1")  # propagated from the event it handled
+    assert (allocated["reservation_id"], allocated["book_id"], allocated["customer"]) == ("r-1", book["id"], "alice")
+    assert product_db.one("SELECT state FROM allocations WHERE reservation_id = 'r-1'")["state"] == "allocated"
+    assert product_db.one("SELECT stock FROM titles")["stock"] == 1
+    assert product_db.processed() == [{"event_id": requested["event_id"], "handler": "on_reservation_requested"}]
+
+
+def test_no_free_copy_means_the_waitlist_served_first_come_first_served_by_add_stock(
+        product, rpc, publish, emitted, product_db):
+    book = register(rpc, copies=0)
+    for n in (1, 2):
+        deliver(product, publish, request(f"r-{n}", book["id"], customer=f"c{n}"), "on_reservation_requested")
+    joined = emitted.wait_for("waitlist_joined", count=2)
+    assert [(e["reservation_id"], e["position"]) for e in joined] == [("r-1", 1), ("r-2", 2)]
+
+    rpc(correlation_id="corr-restock").product.add_stock(book["id"], 1)
+
+    allocated = emitted.wait_for("copy_allocated")
+    assert allocated["reservation_id"] == "r-1"  # the oldest waiting reservation
+    assert allocated["correlation_id"] == "corr-restock"
+    states = {r["reservation_id"]: r["state"] for r in product_db.rows("SELECT * FROM allocations")}
+    assert states == {"r-1": "allocated", "r-2": "waiting"}
+    assert rpc().product.inventory(book["id"]) == {
+        "book_id": book["id"], "stock": 0, "stocked": 1, "allocated": 1, "waiting": 1}
+
+
+def test_a_reservation_of_an_unknown_title_is_refused(product, publish, emitted, product_db):
+    deliver(product, publish, request("r-1", 404), "on_reservation_requested")
+    refused = emitted.wait_for("allocation_refused")
+    assert refused["reservation_id"] == "r-1" and refused["reason"] == "no such title"
+    assert product_db.one("SELECT state FROM allocations")["state"] == "refused"
+
+
+def test_a_canceled_reservation_releases_its_copy_to_the_next_in_line(product, rpc, publish, emitted, product_db):
+    book = register(rpc, copies=1)
+    deliver(product, publish, request("r-1", book["id"]), "on_reservation_requested")
+    deliver(product, publish, request("r-2", book["id"], customer="bob"), "on_reservation_requested")
+
+    canceled = event("reservation_canceled", "corr-cancel", reservation_id="r-1", book_id=book["id"], customer="alice")
+    deliver(product, publish, canceled, "on_reservation_canceled")
+
+    released = emitted.wait_for("copy_released")
+    assert released["reservation_id"] == "r-1" and released["correlation_id"] == "corr-cancel"
+    assert released["stock"] == 1  # back in stock, before the waitlist takes it
+    emitted.wait_for("copy_allocated", reservation_id="r-2")
+    states = {r["reservation_id"]: r["state"] for r in product_db.rows("SELECT * FROM allocations")}
+    assert states == {"r-1": "released", "r-2": "allocated"}
+    inventory = rpc().product.inventory(book["id"])
+    assert inventory["stock"] + inventory["allocated"] == inventory["stocked"] == 1
+
+
+def test_a_returned_book_goes_back_to_stock(product, rpc, publish, emitted, product_db):
+    book = register(rpc, copies=1)
+    deliver(product, publish, request("r-1", book["id"]), "on_reservation_requested")
+    returned = event("reservation_returned", reservation_id="r-1", book_id=book["id"], customer="alice")
+    deliver(product, publish, returned, "on_reservation_returned")
+
+    assert emitted.wait_for("copy_released")["stock"] == 1
+    assert product_db.one("SELECT stock FROM titles")["stock"] == 1
+
+
+def test_a_cancel_that_overtakes_its_request_means_the_request_is_never_served(
+        product, rpc, publish, emitted, product_db):
+    book = register(rpc, copies=1)
+    canceled = event("reservation_canceled", reservation_id="r-1", book_id=book["id"], customer="alice")
+    deliver(product, publish, canceled, "on_reservation_canceled")
+    deliver(product, publish, request("r-1", book["id"]), "on_reservation_requested")
+
+    assert product_db.one("SELECT state FROM allocations")["state"] == "withdrawn"
+    assert product_db.one("SELECT stock FROM titles")["stock"] == 1
+    assert [e["event_type"] for e in emitted.settle(0.2)] == ["book_registered"]
+
+
+# -- idempotency -----------------------------------------------------------------
+
+
+def test_the_same_event_delivered_twice_allocates_once(product, rpc, publish, emitted, product_db):
+    book = register(rpc, copies=2)
+    twice = request("r-1", book["id"])
+    deliver(product, publish, twice, "on_reservation_requested")
+    deliver(product, publish, twice, "on_reservation_requested")
+
+    assert product_db.processed() == [{"event_id": twice["event_id"], "handler": "on_reservation_requested"}]
+    assert product_db.count("allocations") == 1
+    assert product_db.one("SELECT stock FROM titles")["stock"] == 1
+    assert len([e for e in emitted.settle(0.2) if e["event_type"] == "copy_allocated"]) == 1
+
+
+def test_a_second_request_event_for_the_same_reservation_is_recognised(product, rpc, publish, emitted, product_db):
+    # A republished event has a new event_id; the allocation row still knows.
+    book = register(rpc, copies=2)
+    deliver(product, publish, request("r-1", book["id"]), "on_reservation_requested")
+    deliver(product, publish, request("r-1", book["id"]), "on_reservation_requested")
+
+    assert product_db.count("processed_events") == 2
+    assert product_db.one("SELECT stock FROM titles")["stock"] == 1
+    assert len([e for e in emitted.settle(0.2) if e["event_type"] == "copy_allocated"]) == 1
+
+
+# -- invalid events ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spoil", [
+    pytest.param(lambda e: e.pop("reservation_id"), id="missing-field"),
+    pytest.param(lambda e: e.update(book_id="one"), id="wrong-type"),
+    pytest.param(lambda e: e.update(event_type="reservation_canceled"), id="type-not-routing-key"),
+    pytest.param(lambda e: e.pop("event_id"), id="no-event-id"),
+])
+def test_an_invalid_event_is_dead_lettered_not_applied(product, rpc, publish, dead_letters, product_db, spoil):
+    book = register(rpc, copies=1)
+    bad = request("r-1", book["id"])
+    spoil(bad)
+    with entrypoint_waiter(product, "on_reservation_requested", timeout=5) as result:
+        publish("reservation", bad, routing_key="reservation_requested")
+    with pytest.raises(events.InvalidEvent):
+        result.get()
+
+    [parked] = dead_letters(REQUESTED_QUEUE)
+    assert parked.payload == bad
+    assert parked.headers["x-bookrental-error"].startswith("InvalidEvent")
+    assert parked.headers["x-bookrental-retries"] == 0  # never retried
+    assert product_db.count("allocations") == 0
+    assert product_db.count("processed_events") == 0
+    assert product_db.one("SELECT stock FROM titles")["stock"] == 1
+
+
+# -- worker_factory: the handler's guarantees, without a broker ---------------
+
+
+def test_a_handler_validates_before_it_touches_the_store():
+    service = worker_factory(ProductService)
+    with pytest.raises(events.InvalidEvent):
+        service.on_reservation_requested({"event_type": "reservation_requested"})
+    service.store.transaction.assert_not_called()
+
+
+def test_a_handler_skips_an_event_its_log_has_already_seen():
+    service = worker_factory(ProductService)
+    tx = service.store.transaction.return_value.__enter__.return_value
+    tx.first_time.return_value = False
+    with mock.patch("product.models.find_allocation") as find:
+        service.on_reservation_requested(request("r-1", 1))
+    find.assert_not_called()
+    tx.emit.assert_not_called()
