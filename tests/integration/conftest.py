@@ -15,15 +15,9 @@ from nameko.standalone.events import event_dispatcher, get_event_exchange
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from common.handlers import DEAD_LETTER_EXCHANGE
-from support import Database, EventLog
+from support import CANCEL_TIMEOUT, CIRCUIT_FAIL_MAX, CIRCUIT_RESET_TIMEOUT, Database, EventLog
 
 SERVICES = ("product", "reservation", "delivery", "mypage")
-
-# What config.yml sets and the backend services read, with values that keep
-# the timing tests short.
-CANCEL_TIMEOUT = 1.0
-CIRCUIT_FAIL_MAX = 3
-CIRCUIT_RESET_TIMEOUT = 10
 
 
 @pytest.fixture

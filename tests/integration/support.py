@@ -8,6 +8,11 @@ from sqlalchemy import create_engine, text
 
 from common import events
 
+# What config.yml sets and the backend services read, with values that keep
+# the timing tests short.
+CANCEL_TIMEOUT = 1.0
+CIRCUIT_FAIL_MAX = 3
+CIRCUIT_RESET_TIMEOUT = 10
 
 def event(event_type, correlation_id="corr-test", **fields):
     """A valid event, built exactly as the producers build them."""
