@@ -48,3 +48,18 @@ test-fast: deps broker ## The inner loop: unit and integration tests only
 	@$(NAMEKO) test tests/unit tests/integration -q -p no:cacheprovider
 
 .PHONY: help deps broker up down start stop status logs shell test test-fast
+
+docs: deps ## Regenerate docs/asyncapi.json and docs/events.md from the event schemas and contracts
+	@$(PY) -m common.asyncapi > docs/asyncapi.json.tmp && mv docs/asyncapi.json.tmp docs/asyncapi.json
+	@$(PY) -m common.asyncapi --markdown > docs/events.md.tmp && mv docs/events.md.tmp docs/events.md
+	@$(PY) -m common.asyncapi --check
+
+.PHONY: docs
+
+dlq: deps ## List parked (dead-lettered) events per queue, with reasons; REPLAY=1 [QUEUE=name] moves them back
+	@$(PY) -m ops.dlq $(if $(REPLAY),--replay) $(if $(QUEUE),--queue $(QUEUE))
+
+soak: deps broker ## Load + random kill -9 of services for MINUTES=n (default 5), then audit what was lost
+	@$(PY) -m bench.soak --minutes $(or $(MINUTES),5)
+
+.PHONY: dlq soak
