@@ -29,6 +29,8 @@ RESPONSES = {
     "ship": (schemas.Delivery, [404, 409]),
     "deliver": (schemas.Delivery, [404, 409]),
     "my_page": (schemas.MyPage, []),
+    "mypage_events_ticket": (schemas.EventTicket, []),
+    "mypage_events": (None, [401]),
     "live": (schemas.Health, []),
     "ready": (schemas.Health, [503]),
 }

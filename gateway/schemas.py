@@ -140,6 +140,17 @@ class MyPage(Schema):
     reservations = fields.List(fields.Nested(MyPageReservation), required=True)
 
 
+# -- live mypage (Server-Sent Events) --------------------------------------
+
+class EventTicket(Schema):
+    ticket = fields.String(required=True, metadata={"description": "pass as ?ticket= to GET /mypage/events; once"})
+    expires_in = fields.Integer(required=True, metadata={"description": "seconds"})
+
+
+class EventStreamQuery(Request):
+    ticket = fields.String(required=True, validate=validate.Length(min=1, max=2048))
+
+
 # -- errors and health ------------------------------------------------------
 
 class ErrorDetail(Schema):

@@ -12,6 +12,7 @@ import eventlet
 from kombu import Connection
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.dependency_providers import Config
+from nameko.events import BROADCAST, event_handler
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import safe_join
 from werkzeug.wrappers import Response
@@ -22,6 +23,7 @@ from common.rpc import ServiceRpc
 from common.store import Store
 from gateway import auth, models, openapi, schemas
 from gateway.domain import Account
+from gateway.live import LiveHub, change, stream_response, token_expiry
 from gateway.http import Unauthorized, api
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ class GatewayService:
     reservation = ServiceRpc("reservation")
     delivery = ServiceRpc("delivery")
     mypage = ServiceRpc("mypage")
+    live_pages = LiveHub()
 
     # -- accounts -------------------------------------------------------
 
@@ -186,6 +189,30 @@ class GatewayService:
     def my_page(self, request, user):
         """Every reservation of the signed-in customer, from the read model."""
         return self.mypage.get(user["username"])
+
+    # -- live mypage (Server-Sent Events; see gateway/live.py) ---------
+
+    @api("POST", "/mypage/events/ticket", roles={"customer"}, tag="mypage")
+    def mypage_events_ticket(self, request, user):
+        """A ticket to open the live MyPage stream: valid for 30 seconds, once.
+        EventSource cannot send a bearer token, and a token must not go into a
+        URL; a ticket may."""
+        return self.live_pages.issue_ticket(self.config, user, token_expiry(request))
+
+    @api("GET", "/mypage/events", query=schemas.EventStreamQuery, tag="mypage")
+    def mypage_events(self, request, query):
+        """Live MyPage, as Server-Sent Events (text/event-stream): `ready` once
+        connected, then `mypage_changed` {reservation_id, book_id, status,
+        delivery_status} for each change of the ticket's customer; a comment
+        every 15 seconds. Refetch GET /mypage on `ready` and on each change."""
+        user = self.live_pages.redeem_ticket(self.config, query["ticket"])
+        return stream_response(request, self.live_pages.subscribe(user["username"], user["until"]))
+
+    @event_handler("mypage", "mypage_changed", handler_type=BROADCAST, reliable_delivery=False)
+    def on_mypage_changed(self, event):
+        """Every replica hears every change and pushes it to its own streams."""
+        if isinstance(event, dict) and isinstance(event.get("customer"), str):
+            self.live_pages.publish(event["customer"], change(event))
 
     # -- operations -----------------------------------------------------
 
