@@ -62,6 +62,10 @@ def mypage():
     return service
 
 
+def violations_of(event_type):
+    return asyncapi.violations([c for c in asyncapi.all_consumers() if c.event == event_type])
+
+
 def requested(reservation_id="r-1", **extra):
     return {**events.make("reservation_requested", "corr-1", reservation_id=reservation_id, book_id=7,
                           customer="alice"), **extra}
@@ -97,7 +101,7 @@ def test_adding_an_optional_field_keeps_every_contract_and_the_version(monkeypat
     monkeypatch.setitem(events.TYPES, "reservation_confirmed", EventType(
         "reservation_confirmed", "reservation", with_pickup, events.ReservationConfirmed.__doc__))
 
-    assert asyncapi.violations() == []  # nobody who reads the event is broken
+    assert violations_of("reservation_confirmed") == []  # nobody who reads the event is broken
     old_producer = events.make("reservation_confirmed", "c", reservation_id="r", book_id=1, customer="a")
     new_producer = events.make("reservation_confirmed", "c", reservation_id="r", book_id=1, customer="a",
                                pickup_point="front desk")
@@ -206,7 +210,7 @@ def test_each_version_is_validated_by_its_own_schema(rolled_out):
 
 def test_the_contracts_are_checked_against_what_handlers_see(rolled_out):
     # mypage and product read the same fields in v2, so nobody is broken
-    assert asyncapi.violations() == []
+    assert violations_of("reservation_requested") == []
 
 
 def test_the_document_describes_both_versions_while_both_are_on_the_wire(rolling_out):
