@@ -12,7 +12,7 @@ from common import events
 # the timing tests short.
 CANCEL_TIMEOUT = 1.0
 CIRCUIT_FAIL_MAX = 3
-CIRCUIT_RESET_TIMEOUT = 10
+CIRCUIT_RESET_TIMEOUT = 1.5
 
 def event(event_type, correlation_id="corr-test", **fields):
     """A valid event, built exactly as the producers build them."""

@@ -238,6 +238,22 @@ def test_a_second_request_event_for_the_same_reservation_is_recognised(product, 
     assert len([e for e in emitted.settle(0.2) if e["event_type"] == "copy_allocated"]) == 1
 
 
+def test_two_replicas_never_allocate_a_copy_twice(product, start, rpc, publish, emitted, product_db):
+    start(ProductService)  # a second replica: same queues, same database
+    book = register(rpc, copies=3)
+    for n in range(8):
+        publish("reservation", request(f"r-{n}", book["id"], customer=f"c{n}"))
+
+    emitted.wait_for("waitlist_joined", count=5)
+    allocated = emitted.wait_for("copy_allocated", count=3)
+    assert len({e["reservation_id"] for e in allocated}) == 3
+    assert product_db.count("processed_events") == 8  # each event handled once, by one replica
+    inventory = rpc().product.inventory(book["id"])
+    assert inventory == {"book_id": book["id"], "stock": 0, "stocked": 3, "allocated": 3, "waiting": 5}
+    positions = sorted(e["position"] for e in emitted.of_type("waitlist_joined"))
+    assert positions == [1, 2, 3, 4, 5]
+
+
 # -- invalid events ---------------------------------------------------------------
 
 

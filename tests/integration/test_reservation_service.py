@@ -22,7 +22,7 @@ from common.errors import NotAllowed, Unavailable
 from delivery.service import DeliveryService
 from reservation.domain import Reservation
 from reservation.service import ReservationService
-from support import CANCEL_TIMEOUT, CIRCUIT_FAIL_MAX, assert_envelope, event, handler_queue
+from support import CANCEL_TIMEOUT, CIRCUIT_FAIL_MAX, CIRCUIT_RESET_TIMEOUT, assert_envelope, event, handler_queue
 
 
 class ContextValue(DependencyProvider):
@@ -154,6 +154,14 @@ def test_an_idempotency_key_creates_one_reservation(reservation, rpc, emitted, r
 
     assert reservation_db.count("reservations") == 2
     assert len([e for e in emitted.settle(0.2) if e["event_type"] == "reservation_requested"]) == 2
+
+
+def test_concurrent_creates_with_one_idempotency_key_make_one_reservation(reservation, rpc, emitted, reservation_db):
+    cluster = rpc()
+    calls = [cluster.reservation.create.call_async(7, "alice", idempotency_key="same") for _ in range(5)]
+    assert len({call.result()["id"] for call in calls}) == 1
+    assert reservation_db.count("reservations") == 1
+    assert len([e for e in emitted.settle(0.2) if e["event_type"] == "reservation_requested"]) == 1
 
 
 # -- following the other services' events -------------------------------------
@@ -300,8 +308,8 @@ def test_cancel_with_no_delivery_service_is_unavailable_and_changes_nothing(
     assert "reservation_canceled" not in [e["event_type"] for e in emitted.settle(0.2)]
 
 
-def test_cancel_while_delivery_is_stopped_gives_up_after_cancel_timeout_then_the_circuit_opens(
-        reservation, rpc, publish, emitted, reservation_db, delivery_down):
+def test_cancel_while_delivery_is_stopped_gives_up_after_cancel_timeout_and_the_circuit_opens_then_recovers(
+        reservation, start, rpc, publish, emitted, reservation_db, delivery_down):
     created = create(rpc)
     confirm(reservation, publish, created)
     cluster = rpc(timeout=10)
@@ -313,6 +321,7 @@ def test_cancel_while_delivery_is_stopped_gives_up_after_cancel_timeout_then_the
         took = time.time() - began
         assert error.value.exc_type == "Unavailable"
         assert CANCEL_TIMEOUT * 0.9 <= took < CANCEL_TIMEOUT + 0.75, took
+    opened = time.time()
 
     # The requests expired in the broker with their deadline: a delivery
     # that comes back will not cancel what the caller was told is not canceled.
@@ -320,14 +329,21 @@ def test_cancel_while_delivery_is_stopped_gives_up_after_cancel_timeout_then_the
     assert delivery_down.queue_declare(passive=True).message_count == 0
 
     # The circuit is open now: the next cancel fails at once.
-    began = time.time()
     with pytest.raises(RemoteError) as error:
         cluster.reservation.cancel(created["id"], "alice")
     assert error.value.exc_type == "Unavailable"
-    assert time.time() - began < 0.5
-
+    assert time.time() - opened < 0.5
     assert status(reservation_db, created["id"]) == "confirmed"
     assert "reservation_canceled" not in [e["event_type"] for e in emitted.settle(0.2)]
+
+    # delivery comes back; after CIRCUIT_RESET_TIMEOUT one call is let through.
+    delivery = fake_delivery()
+    start(delivery)
+    assert delivery.calls == []  # nothing stale was waiting for it
+    time.sleep(max(0.0, opened + CIRCUIT_RESET_TIMEOUT - time.time()))
+    assert cluster.reservation.cancel(created["id"], "alice")["status"] == "canceled"
+    assert len(delivery.calls) == 1
+    assert status(reservation_db, created["id"]) == "canceled"
 
 
 def test_cancel_is_refused_when_delivery_says_the_book_was_delivered(
