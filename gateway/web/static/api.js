@@ -1,0 +1,187 @@
+// The HTTP API of SPEC §5, and the sign-in it needs.
+//
+// The bearer token is kept in sessionStorage: it survives a reload of the
+// tab, but not closing it, and no other tab or site sees it. It is never put
+// in a cookie (so no request can be forged with it from another site) nor in
+// a URL (so it never reaches a log or the history). The page's CSP allows
+// scripts from the gateway only, which keeps other scripts away from it.
+
+const SESSION_KEY = "bookrental.session";
+
+export class ApiError extends Error {
+  constructor(status, code, message, details = {}, retryAfter = null) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.code = code;
+    this.details = details || {};
+    this.retryAfter = retryAfter;
+  }
+}
+
+// -- the session ------------------------------------------------------------
+
+function decodeClaims(token) {
+  const part = token.split(".")[1] || "";
+  const base64 = part.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(part.length / 4) * 4, "=");
+  return JSON.parse(atob(base64));
+}
+
+export const session = {
+  get() {
+    let saved = null;
+    try {
+      saved = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
+    } catch {
+      saved = null;
+    }
+    if (!saved || !saved.token || saved.expiresAt * 1000 <= Date.now()) return null;
+    return saved;
+  },
+  /** Keep a token from POST /auth/token; who and what role are read from it
+   *  for display only: the gateway checks them on every call. */
+  set(tokenResponse) {
+    const claims = decodeClaims(tokenResponse.access_token);
+    const saved = {
+      token: tokenResponse.access_token,
+      username: claims.sub,
+      role: claims.role,
+      expiresAt: claims.exp || Math.floor(Date.now() / 1000) + (tokenResponse.expires_in || 0),
+    };
+    sessionStorage.setItem(SESSION_KEY, JSON.stringify(saved));
+    return saved;
+  },
+  clear() {
+    sessionStorage.removeItem(SESSION_KEY);
+  },
+};
+
+let onSignedOut = () => {};
+
+/** Called with a sentence when the gateway no longer accepts the token. */
+export function whenSignedOut(callback) {
+  onSignedOut = callback;
+}
+
+// -- errors in words -------------------------------------------------------
+
+function sentence(text) {
+  const trimmed = String(text || "").trim();
+  if (!trimmed) return "";
+  const capital = trimmed[0].toUpperCase() + trimmed.slice(1);
+  return /[.!?]$/.test(capital) ? capital : `${capital}.`;
+}
+
+function seconds(retryAfter, fallback = 5) {
+  const n = Number.parseInt(retryAfter, 10);
+  return Number.isFinite(n) && n > 0 ? n : fallback;
+}
+
+/** What to tell a person about a failed call. */
+export function describe(status, message, retryAfter) {
+  const said = sentence(message);
+  switch (status) {
+    case 0:
+      return "The library cannot be reached. Check your connection and try again.";
+    case 400:
+      return said && said !== "The request is not valid." ? said : "Please check what you entered.";
+    case 401:
+      return said || "Please sign in.";
+    case 403:
+      return `You are not allowed to do this. ${said}`.trim();
+    case 404:
+      return said || "This no longer exists.";
+    case 409:
+      return said || "This is not possible right now.";
+    case 413:
+      return "That is too much text to send.";
+    case 429: {
+      const n = seconds(retryAfter);
+      return `Too many requests. Please wait ${n} second${n === 1 ? "" : "s"} and try again.`;
+    }
+    case 503: {
+      const n = seconds(retryAfter);
+      return `${said || "A service is unavailable."} Nothing was changed. Please try again in ${n} second${n === 1 ? "" : "s"}.`;
+    }
+    default:
+      return status >= 500
+        ? "Something went wrong on our side. Please try again in a moment."
+        : said || `The request failed (${status}).`;
+  }
+}
+
+/** Field-level details of a 400, flattened: {field: "message. message."}. */
+export function fieldErrors(details) {
+  const out = {};
+  for (const [name, value] of Object.entries(details || {})) {
+    const list = Array.isArray(value) ? value : typeof value === "object" && value ? Object.values(value).flat() : [value];
+    out[name] = list.map((item) => sentence(typeof item === "string" ? item : JSON.stringify(item))).join(" ");
+  }
+  return out;
+}
+
+// -- calls ------------------------------------------------------------------
+
+/**
+ * request("POST", "/books", {body: {...}}) → the parsed JSON answer, or
+ * throws an ApiError whose message is a sentence for a person.
+ */
+export async function request(method, path, { body, headers = {}, auth = true } = {}) {
+  const sending = { Accept: "application/json", ...headers };
+  if (body !== undefined) sending["Content-Type"] = "application/json";
+  const current = session.get();
+  if (auth && current) sending.Authorization = `Bearer ${current.token}`;
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers: sending,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: "no-store",
+      credentials: "omit",
+      redirect: "error",
+    });
+  } catch {
+    throw new ApiError(0, "network", describe(0));
+  }
+  const text = await response.text().catch(() => "");
+  let payload = null;
+  try {
+    payload = text ? JSON.parse(text) : null;
+  } catch {
+    payload = null;
+  }
+  if (response.ok) return payload;
+  const error = (payload && payload.error) || {};
+  const retryAfter = response.headers.get("Retry-After");
+  const failure = new ApiError(response.status, error.code || "error",
+    describe(response.status, error.message, retryAfter), error.details, retryAfter);
+  if (response.status === 401 && auth && current) {
+    session.clear();
+    onSignedOut("Your sign-in has expired. Please sign in again.");
+  }
+  throw failure;
+}
+
+export const get = (path) => request("GET", path);
+export const post = (path, body, options = {}) => request("POST", path, { ...options, body });
+
+/** Every page of a list (SPEC §5: {items, next}), up to ``maxPages``. */
+export async function allPages(path, maxPages = 20) {
+  const items = [];
+  let cursor = null;
+  for (let page = 0; page < maxPages; page += 1) {
+    const separator = path.includes("?") ? "&" : "?";
+    const answer = await get(cursor ? `${path}${separator}cursor=${encodeURIComponent(cursor)}` : path);
+    items.push(...answer.items);
+    cursor = answer.next;
+    if (!cursor) return { items, next: null };
+  }
+  return { items, next: cursor };
+}
+
+/** A fresh Idempotency-Key. */
+export function newKey() {
+  if (globalThis.crypto && crypto.randomUUID) return crypto.randomUUID();
+  return `${Date.now()}-${Math.random().toString(16).slice(2)}`;
+}
