@@ -41,13 +41,16 @@ logs: ## Follow every service's log
 shell: deps ## Open a nameko shell on the running system (n.rpc.reservation...)
 	@$(NAMEKO) shell --config config.yml
 
-test: deps broker ## Run every test (unit, integration, end to end)
+chromium: ## Make sure Debian's Chromium is installed (the browser tests drive it)
+	@ops/chromium.sh
+
+test: deps broker chromium ## Run every test (unit, integration, end to end, browser)
 	@$(NAMEKO) test tests -q -p no:cacheprovider
 
 test-fast: deps broker ## The inner loop: unit and integration tests only
 	@$(NAMEKO) test tests/unit tests/integration -q -p no:cacheprovider
 
-.PHONY: help deps broker up down start stop status logs shell test test-fast
+.PHONY: help deps broker up down start stop status logs shell test test-fast chromium
 
 docs: deps ## Regenerate docs/asyncapi.json and docs/events.md from the event schemas and contracts
 	@$(PY) -m common.asyncapi > docs/asyncapi.json.tmp && mv docs/asyncapi.json.tmp docs/asyncapi.json
