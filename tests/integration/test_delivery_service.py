@@ -196,10 +196,13 @@ def test_a_delivered_book_cannot_be_canceled(delivery, publish, rpc, delivery_db
 
 
 def test_a_canceled_reservation_event_cancels_a_delivery_not_yet_delivered(
-        delivery, publish, emitted, delivery_db, dead_letters):
+        delivery, publish, rpc, emitted, delivery_db, dead_letters):
     confirmed(delivery, publish, "r-1")
     confirmed(delivery, publish, "r-2")
-    delivery_db.execute("UPDATE deliveries SET status = 'delivered' WHERE reservation_id = 'r-2'")
+    courier = rpc()
+    delivered_id = delivery_db.one("SELECT id FROM deliveries WHERE reservation_id = 'r-2'")["id"]
+    courier.delivery.ship(delivered_id)
+    courier.delivery.deliver(delivered_id)
 
     for rid in ("r-1", "r-2", "r-unknown"):
         handle(delivery, publish, reservation_event("reservation_canceled", rid, correlation_id=f"corr-{rid}"),

@@ -93,10 +93,10 @@ def test_add_stock_get_book_list_books_and_inventory(product, rpc, emitted):
 
 
 @pytest.mark.parametrize("call, exc_type", [
-    (lambda p: p.get_book(999), "NotFound"),
-    (lambda p: p.add_stock(999, 1), "NotFound"),
-    (lambda p: p.inventory(999), "NotFound"),
-    (lambda p: p.register_book("978-1", "Dune", "F. Herbert", -1), "BadRequest"),
+    pytest.param(lambda p: p.get_book(999), "NotFound", id="get_book"),
+    pytest.param(lambda p: p.add_stock(999, 1), "NotFound", id="add_stock"),
+    pytest.param(lambda p: p.inventory(999), "NotFound", id="inventory"),
+    pytest.param(lambda p: p.register_book("978-1", "Dune", "F. Herbert", -1), "BadRequest", id="negative-copies"),
 ])
 def test_business_errors_cross_rpc_by_name_and_change_nothing(product, rpc, product_db, emitted, call, exc_type):
     cluster = rpc()
