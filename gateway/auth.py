@@ -7,6 +7,7 @@ role is taken from the verified token, never from the request.
 """
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
@@ -14,6 +15,8 @@ import time
 import jwt
 
 from common.errors import BadRequest
+
+log = logging.getLogger(__name__)
 
 ROLES = ("librarian", "customer", "courier")
 ISSUER = "bookrental-gateway"
@@ -28,6 +31,13 @@ DEMO_ACCOUNTS = [("librarian", "librarian", "librarian"), ("alice", "alice", "cu
 _SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1, "dklen": 32}
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,31}$")
 MIN_PASSWORD = 8
+# The passwords that are tried first; a real deployment would check a breach list.
+COMMON_PASSWORDS = frozenset({
+    "password", "password1", "password123", "passw0rd", "12345678", "123456789", "1234567890",
+    "qwertyui", "qwertyuiop", "qwerty123", "iloveyou", "letmein1", "welcome1", "admin123",
+    "abc12345", "abcd1234", "11111111", "00000000", "trustno1", "sunshine", "football",
+    "baseball", "superman", "princess", "starwars", "whatever", "changeme", "librarian",
+    "customer", "bookrental"})
 
 
 class ConfigurationError(Exception):
@@ -67,17 +77,38 @@ def check_new_password(username, password):
     problems = []
     if len(password) < MIN_PASSWORD:
         problems.append(f"use at least {MIN_PASSWORD} characters")
-    if password.lower() == username.lower() or password.lower() in {"password", "12345678", "qwertyui"}:
+    lowered = password.lower()
+    if username.lower() in lowered or lowered in COMMON_PASSWORDS or len(set(password)) < 4:
         problems.append("this password is too easy to guess")
     if problems:
         raise BadRequest("the password is too weak", password=problems)
 
 
 def secret(config):
+    """The token secret; ConfigurationError when it is unsafe for the profile."""
     value = str(config.get("TOKEN_SECRET") or "")
-    if config.get("PROFILE", "development") != "development" and (value == DEFAULT_SECRET or len(value) < 32):
-        raise ConfigurationError("set TOKEN_SECRET (32+ characters) outside the development profile")
+    profile = config.get("PROFILE", "development")
+    if profile != "development":
+        if value == DEFAULT_SECRET:
+            raise ConfigurationError(
+                f"refusing to start: PROFILE={profile} with the development default TOKEN_SECRET; "
+                "set TOKEN_SECRET to a random value of 32 or more characters")
+        if len(value) < 32:
+            raise ConfigurationError(
+                f"refusing to start: PROFILE={profile} and TOKEN_SECRET is shorter than 32 characters; "
+                "set TOKEN_SECRET to a random value of 32 or more characters")
+    elif not value:
+        raise ConfigurationError("refusing to start: TOKEN_SECRET is empty")
     return value
+
+
+def check_config(config):
+    """Called when the gateway starts: logs why it refuses to, and raises."""
+    try:
+        secret(config)
+    except ConfigurationError as error:
+        log.critical("%s", error)
+        raise
 
 
 def issue_token(config, username, role):

@@ -1,9 +1,19 @@
 """The gateway's inbound adapter: Nameko's HTTP entrypoint, made into an API.
 
-``@api(method, path, roles=..., body=Schema, query=Schema)`` declares a route.
-Before the service method runs, the entrypoint has authenticated the
-caller (401), checked the role (403), limited the body size (413) and loaded
-the body and query through their marshmallow schemas (400, field by field).
+``@api(method, path, roles=..., body=Schema, query=Schema, limit=...)``
+declares a route. Before the service method runs, the entrypoint has, in
+this order:
+
+1. counted the request against its client address (429, ``gateway.ratelimit``);
+2. authenticated the caller from the verified bearer token only (401);
+3. counted the request against the caller's account (429);
+4. checked the role (403);
+5. refused a body that is not JSON (415) or too large (413), and loaded the
+   body and query through their marshmallow schemas (400, field by field);
+6. for ``limit="login"``, refused a client address + username whose failed
+   sign-ins emptied its bucket (429); for ``limit="signup"``, counted the
+   registration against the client address (429).
+
 Whatever goes wrong after that becomes the spec's error body with the right
 status; a stack trace goes to the log, never to the client.
 """
@@ -20,11 +30,14 @@ from werkzeug.wrappers import Request, Response
 
 from common import correlation, errors
 from gateway import auth
+from gateway.ratelimit import RateLimiter, retry_after
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_ID = 2 ** 31 - 1  # the largest integer id a path may carry: <int(max=2147483647):...>
 RETRY_AFTER_SECONDS = 5
+LIMITS = ("default", "login", "signup", "none")  # the rate limits a route may ask for
 ROUTES = []  # every @api route, in declaration order: the OpenAPI document reads it
 
 
@@ -39,18 +52,23 @@ class Forbidden(errors.BookRentalError):
 class TooManyRequests(errors.BookRentalError):
     code = "rate_limited"
 
-    def __init__(self, message, retry_after):
-        super().__init__(message)
-        self.retry_after = retry_after
+    def __init__(self, message, wait):
+        super().__init__(message, retry_after=retry_after(wait))
+        self.retry_after = wait
 
 
 class PayloadTooLarge(errors.BookRentalError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(errors.BookRentalError):
+    code = "unsupported_media_type"
+
+
 STATUS = {
     errors.BadRequest: 400, Unauthorized: 401, Forbidden: 403, errors.NotFound: 404,
-    errors.NotAllowed: 409, PayloadTooLarge: 413, TooManyRequests: 429, errors.Unavailable: 503,
+    errors.NotAllowed: 409, PayloadTooLarge: 413, UnsupportedMediaType: 415, TooManyRequests: 429,
+    errors.Unavailable: 503,
 }
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
          405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
@@ -59,6 +77,10 @@ CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_fo
 
 def json_response(payload, status=200, headers=None):
     response = Response(json.dumps(payload), status=status, mimetype="application/json", headers=headers)
+    # An answer may carry a token or someone's reservations: no cache keeps it,
+    # and no browser reads it as anything but JSON.
+    response.headers.setdefault("Cache-Control", "no-store")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
     return response
 
 
@@ -77,7 +99,7 @@ def response_for(exc):
         if status == 503:
             headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         if status == 429:
-            headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
+            headers["Retry-After"] = str(retry_after(exc.retry_after))
         if status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="bookrental"'
         return error_response(status, exc.message, exc.code, exc.details, headers)
@@ -121,13 +143,18 @@ class JsonWebServer(WebServer):
 
 class Api(HttpRequestHandler):
     server = JsonWebServer()
+    limiter = RateLimiter()
 
-    def __init__(self, method, url, roles=None, body=None, query=None, status=200, tag=None, **kwargs):
+    def __init__(self, method, url, roles=None, body=None, query=None, status=200, tag=None, limit="default",
+                 **kwargs):
         super().__init__(method, url, **kwargs)
+        if limit not in LIMITS:
+            raise ValueError(f"limit must be one of {LIMITS}")
         self.roles = roles
         self.body = body
         self.query = query
         self.status = status
+        self.limit = limit
 
     def handle_request(self, request):
         request.shallow = False
@@ -135,29 +162,59 @@ class Api(HttpRequestHandler):
         request.environ["bookrental.correlation_id"] = rid
         correlation.bind(rid)
         try:
-            kwargs = dict(request.path_values)
-            user = auth.user_from_request(self.container.config, request)
-            if self.roles is not None:
-                if user is None:
-                    raise Unauthorized("sign in first: send Authorization: Bearer <token>")
-                if user["role"] not in self.roles:
-                    raise Forbidden(f"this needs the role {' or '.join(sorted(self.roles))}")
-                kwargs["user"] = user
-            if self.body is not None:
-                kwargs["body"] = self.body().load(_json_body(request))
-            if self.query is not None:
-                kwargs["query"] = self.query().load(request.args.to_dict())
-            event = Event()
-            self.container.spawn_worker(
-                self, (request,), kwargs, context_data={correlation.KEY: rid},
-                handle_result=partial(self.handle_result, event))
-            result = event.wait()
-            response = self.response_from_result(result)
+            response = self._handle(request, rid)
         except Exception as exc:  # every failure leaves as the spec's error body
             response = response_for(exc)
         finally:
             correlation.bind(None)
         return response
+
+    def _handle(self, request, rid):
+        limited = self.limit != "none"
+        address = self.limiter.address(request)
+        if limited:
+            self._take("address", address, "too many requests from your address")
+        kwargs = dict(request.path_values)
+        user = auth.user_from_request(self.container.config, request)
+        if limited and user is not None:
+            self._take("account", user["username"], "too many requests for your account")
+        if self.roles is not None:
+            if user is None:
+                raise Unauthorized("sign in first: send Authorization: Bearer <token>")
+            if user["role"] not in self.roles:
+                raise Forbidden(f"this needs the role {' or '.join(sorted(self.roles))}")
+            kwargs["user"] = user
+        if self.body is not None:
+            kwargs["body"] = self.body().load(_json_body(request))
+        if self.query is not None:
+            kwargs["query"] = self.query().load(request.args.to_dict())
+        login = None
+        if self.limit == "login":
+            login = (address, kwargs["body"]["username"])
+            wait = self.limiter.wait("login", login)
+            if wait:
+                raise TooManyRequests("too many failed sign-ins for this username; wait and try again", wait)
+        elif self.limit == "signup":
+            self._take("signup", address, "too many sign-ups from your address")
+        try:
+            result = self._run(request, kwargs, rid)
+        except Unauthorized:
+            if login is not None:
+                self.limiter.charge("login", login)
+            raise
+        return self.response_from_result(result)
+
+    def _take(self, family, key, message):
+        wait = self.limiter.take(family, key)
+        if wait:
+            raise TooManyRequests(message, wait)
+
+    def _run(self, request, kwargs, rid):
+        event = Event()
+        self.container.spawn_worker(
+            self, (request,), kwargs, context_data={correlation.KEY: rid},
+            handle_result=partial(self.handle_result, event))
+        return event.wait()
 
     def response_from_result(self, result):
         if isinstance(result, Response):
@@ -180,21 +237,65 @@ def _request_id(request):
 
 
 def _json_body(request):
+    """The body as a JSON object. A body that says it is anything but JSON is
+    refused with 415 (``application/json``, with or without a charset, or any
+    ``application/*+json``; a body without a Content-Type is read as JSON)."""
+    mimetype = request.mimetype
+    if mimetype and mimetype != "application/json" and not (
+            mimetype.startswith("application/") and mimetype.endswith("+json")):
+        raise UnsupportedMediaType("send the body as application/json", **{"Content-Type": [mimetype[:100]]})
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType("send the body in UTF-8", **{"Content-Type": [f"charset={charset[:40]}"]})
     length = request.content_length
     if length is not None and length > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
-    raw = request.stream.read(MAX_BODY_BYTES + 1)
+        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes", limit=MAX_BODY_BYTES)
+    if length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        stream = request.environ["wsgi.input"]  # eventlet de-chunks; werkzeug would read nothing
+    else:
+        stream = request.stream
+    raw = stream.read(MAX_BODY_BYTES + 1)
     if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
+        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes", limit=MAX_BODY_BYTES)
     if not raw.strip():
         raise errors.BadRequest("send a JSON object as the body")
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        body = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except UnicodeDecodeError:
+        raise errors.BadRequest("the body is not valid UTF-8") from None
+    except RecursionError:
+        raise errors.BadRequest("the body is nested too deeply") from None
+    except ValueError:
         raise errors.BadRequest("the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise errors.BadRequest("the body must be a JSON object")
+    _refuse_lone_surrogates(body)
     return body
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _refuse_lone_surrogates(body):
+    """JSON may escape half a UTF-16 pair ("\\ud800"); Python keeps it as a
+    string no database or hash can encode. Refused here, field by field."""
+    problems = {}
+    for key, value in body.items():
+        if not _encodable(key):
+            problems["_schema"] = ["a field name is not valid Unicode text (a lone surrogate)"]
+        elif not _encodable(value):
+            problems[key] = ["not valid Unicode text (a lone surrogate)"]
+    if problems:
+        raise errors.BadRequest("the request is not valid", **problems)
+
+
+def _encodable(value):
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def api(method, url, **kwargs):

@@ -20,7 +20,7 @@ RESPONSES = {
     "add_stock": (schemas.Book, [404]),
     "list_books": (schemas.page_of(schemas.Book), []),
     "get_book": (schemas.Book, [404]),
-    "reserve": (schemas.Reservation, [404, 503]),
+    "reserve": (schemas.Reservation, [404, 409, 503]),
     "get_reservation": (schemas.Reservation, [404]),
     "cancel_reservation": (schemas.Reservation, [404, 409, 503]),
     "return_book": (schemas.Reservation, [404, 409]),
@@ -37,18 +37,31 @@ RESPONSES = {
 ERROR_TEXT = {400: "Bad input; `details` names each field", 401: "No token, or a bad one",
               403: "Wrong role", 404: "Not found (also: someone else's reservation)",
               409: "Not allowed in the current state", 413: "Body too large",
+              415: "The body is not application/json (UTF-8)",
               429: "Rate limited; see Retry-After", 503: "A needed service is unavailable; nothing changed"}
-PARAM = re.compile(r"<(?:(\w+):)?(\w+)>")
+# What a route without a schema in RESPONSES answers (route name: media type, extra error statuses).
+OTHER_CONTENT = {"web_app": ("text/html", []), "static": ("*/*", [404]),
+                 "mypage_events": ("text/event-stream", []),
+                 "openapi_document": ("application/json", []), "asyncapi_document": ("application/json", [404])}
+PARAM = re.compile(r"<(?:(\w+)(?:\(([^)]*)\))?:)?(\w+)>")
 
 
 def _path(url):
-    return PARAM.sub(lambda m: "{" + m.group(2) + "}", url)
+    return PARAM.sub(lambda m: "{" + m.group(3) + "}", url)
 
 
 def _path_parameters(url):
     out = []
-    for converter, name in PARAM.findall(url):
-        schema = {"type": "integer", "minimum": 0} if converter == "int" else {"type": "string"}
+    for converter, arguments, name in PARAM.findall(url):
+        if converter == "int":
+            schema = {"type": "integer", "minimum": 0}
+            bounds = dict(part.strip().split("=") for part in arguments.split(",") if "=" in part)
+            schema.update({key: int(bounds[arg]) for key, arg in (("minimum", "min"), ("maximum", "max"))
+                           if arg in bounds})
+        else:
+            schema = {"type": "string", "minLength": 1, "maxLength": 1024}
+            if name.endswith("_id"):
+                schema.update(format="uuid", maxLength=36)
         out.append({"name": name, "in": "path", "required": True, "schema": schema})
     return out
 
@@ -67,8 +80,15 @@ def _operation(route):
         "parameters": _path_parameters(route["url"]),
         "responses": {},
     }
+    if roles:
+        operation["x-roles"] = sorted(roles)
     if success is not None:
         operation["responses"][status] = {"description": "OK", "content": {"application/json": {"schema": success}}}
+    elif name in OTHER_CONTENT:
+        media_type, other_errors = OTHER_CONTENT[name]
+        schema = {"type": "object"} if media_type == "application/json" else {"type": "string"}
+        operation["responses"][status] = {"description": "OK", "content": {media_type: {"schema": schema}}}
+        extra_errors = list(extra_errors) + other_errors
     else:
         operation["responses"][status] = {"description": "OK"}
     if route.get("query") is not None:
@@ -84,7 +104,9 @@ def _operation(route):
     if route.get("body") is not None or route.get("query") is not None or operation["parameters"]:
         errors.add(400)
     if route.get("body") is not None:
-        errors.add(413)
+        errors |= {413, 415}
+    if route.get("limit", "default") != "none":
+        errors.add(429)
     if roles:
         errors |= {401, 403}
         operation["security"] = [{"bearer": []}]
@@ -101,7 +123,11 @@ def document():
         title="Book Rental", version="1.0.0", openapi_version="3.0.3",
         plugins=[MarshmallowPlugin()],
         info={"description": "A library that lends books and delivers them. Every error is "
-                             "`{\"error\": {\"code\", \"message\", \"details\"}}`."})
+                             "`{\"error\": {\"code\", \"message\", \"details\"}}`. Sign in with "
+                             "`POST /auth/token` and send `Authorization: Bearer <token>`; each operation names "
+                             "the roles it needs (`x-roles`). Bodies are `application/json` (UTF-8, at most "
+                             "64 KiB; unknown fields are refused). Requests are rate limited per client address "
+                             "and per account, failed sign-ins per address and username: 429 with `Retry-After`."})
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     spec.components.schema("Error", schema=schemas.Error)
     for code, text in ERROR_TEXT.items():
@@ -111,8 +137,6 @@ def document():
         spec.components.response(f"E{code}", response)
     paths = {}
     for route in ROUTES:
-        if route["name"] == "static":
-            continue
         paths.setdefault(_path(route["url"]), {})[route["method"].lower()] = _operation(route)
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)

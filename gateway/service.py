@@ -41,7 +41,7 @@ class AccountStore(Store):
     outside development, and creates the demo accounts in development."""
 
     def setup(self):
-        auth.secret(self.container.config)  # raises ConfigurationError
+        auth.check_config(self.container.config)  # logs why and raises ConfigurationError
         super().setup()
         if self.container.config.get("PROFILE", "development") == "development":
             with self.transaction() as tx:
@@ -85,7 +85,7 @@ class GatewayService:
 
     # -- accounts -------------------------------------------------------
 
-    @api("POST", "/auth/token", body=schemas.Credentials, tag="auth")
+    @api("POST", "/auth/token", body=schemas.Credentials, tag="auth", limit="login")
     def issue_token(self, request, body):
         """Sign in: trade a username and password for a bearer token."""
         with self.store.reading() as session:
@@ -94,7 +94,7 @@ class GatewayService:
                 raise Unauthorized("wrong username or password")
             return auth.issue_token(self.config, account.username, account.role)
 
-    @api("POST", "/auth/register", body=schemas.Registration, status=201, tag="auth")
+    @api("POST", "/auth/register", body=schemas.Registration, status=201, tag="auth", limit="signup")
     def register(self, request, body):
         """Sign up as a customer."""
         try:
@@ -114,7 +114,7 @@ class GatewayService:
         """Register a title with its first copies in stock."""
         return self.product.register_book(body["isbn"], body["title"], body["author"], body["copies"])
 
-    @api("POST", "/books/<int:book_id>/stock", roles={"librarian"}, body=schemas.Restock, tag="books")
+    @api("POST", "/books/<int(max=2147483647):book_id>/stock", roles={"librarian"}, body=schemas.Restock, tag="books")
     def add_stock(self, request, user, book_id, body):
         """Stock more copies of a title; waiting reservations are served first."""
         return self.product.add_stock(book_id, body["quantity"])
@@ -124,7 +124,7 @@ class GatewayService:
         """The catalogue, oldest title first."""
         return _page(self.product.list_books(after_id=int(query["cursor"] or 0), limit=query["limit"]))
 
-    @api("GET", "/books/<int:book_id>", tag="books")
+    @api("GET", "/books/<int(max=2147483647):book_id>", tag="books")
     def get_book(self, request, book_id):
         """One title and its stock."""
         return self.product.get_book(book_id)
@@ -216,12 +216,12 @@ class GatewayService:
 
     # -- operations -----------------------------------------------------
 
-    @api("GET", "/health/live", tag="health")
+    @api("GET", "/health/live", tag="health", limit="none")
     def live(self, request):
         """200 while the process is serving."""
         return {"status": "ok", "checks": {}}
 
-    @api("GET", "/health/ready", tag="health")
+    @api("GET", "/health/ready", tag="health", limit="none")
     def ready(self, request):
         """200 when the broker and the database are reachable, else 503. The
         backends' own health is reported, and does not make this fail: a
