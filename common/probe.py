@@ -47,6 +47,32 @@ def load_config(path):
         return yaml.safe_load(stream)
 
 
+def _temporary_reply_listener():
+    from nameko.standalone.rpc import SingleThreadedReplyListener
+
+    class TemporaryReplyListener(SingleThreadedReplyListener):
+        """Nameko's standalone reply listener, whose reply queue is an
+        exclusive classic queue: it goes when the probe disconnects, instead
+        of lingering for Nameko's 5-minute reply-queue expiry, and it is never
+        made a (replicated, costly) quorum queue by a vhost whose default
+        queue type is quorum. A probe runs every few seconds per replica."""
+
+        def setup(self):
+            register = self.queue_consumer.register_provider
+
+            def register_temporary(provider):
+                queue = provider.queue
+                queue.exclusive = True
+                queue.auto_delete = True
+                queue.queue_arguments = {**(queue.queue_arguments or {}), "x-queue-type": "classic"}
+                register(provider)
+
+            self.queue_consumer.register_provider = register_temporary
+            super().setup()
+
+    return TemporaryReplyListener
+
+
 def check(service, config, timeout):
     """Calls ``service.health()``; returns its answer or raises."""
     from nameko.rpc import ServiceProxy
@@ -56,7 +82,8 @@ def check(service, config, timeout):
         "correlation_id": f"probe-{uuid.uuid4()}",
         "deadline": time.time() + timeout,  # see common.rpc.DEADLINE
     }
-    cluster = ClusterRpcProxy(config, context_data=context, timeout=timeout)
+    cluster = ClusterRpcProxy(config, context_data=context, timeout=timeout,
+                              reply_listener_cls=_temporary_reply_listener())
     cluster.start()
     try:
         # ClusterRpcProxy does not pass publish options on; this service proxy
