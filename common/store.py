@@ -11,6 +11,7 @@ delivery plus idempotent handlers is the "exactly once" a broker can give.
 """
 import json
 import logging
+import os
 import time
 from contextlib import contextmanager
 
@@ -29,6 +30,12 @@ from common import correlation, events
 log = logging.getLogger(__name__)
 
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5}
+
+# Fault injection for the tests that prove the outbox (tests/faults): with
+# BOOKRENTAL_FAULT=crash-before-publish the process dies, as if killed, right
+# after committing its first transaction that emitted events and before
+# publishing them. Unset in every real deployment.
+FAULT = os.environ.get("BOOKRENTAL_FAULT", "")
 
 
 def declare_base():
@@ -186,6 +193,9 @@ class Store(Database):
                 raise
             finally:
                 session.close()
+        if tx.emitted and FAULT == "crash-before-publish":
+            log.error("fault injected: exiting between commit and publish", extra={"pending": len(tx.emitted)})
+            os._exit(137)
         if tx.emitted:
             self.publish([(row.seq, row.event_type, json.loads(row.payload)) for row in tx.emitted])
 
