@@ -83,6 +83,14 @@ class ServiceRpc(RpcProxy):
                                   self.breaker)
 
 
+def circuits(service):
+    """{target service: its breaker's state} for a worker's RPC proxies that
+    have one, for ``health``: an open circuit is visible before anyone trips on it."""
+    return {dep._service_name: {"state": dep.breaker.current_state, "failures": dep.breaker.fail_counter}
+            for dep in vars(service).values()
+            if isinstance(dep, _TimedServiceProxy) and dep.breaker is not None}
+
+
 class _TimedServiceProxy:
     def __init__(self, worker_ctx, service_name, reply_listener, timeout, breaker):
         self._worker_ctx = worker_ctx

@@ -4,7 +4,7 @@ import socket
 import time
 
 from common.correlation import Correlation
-from common.rpc import rpc
+from common.rpc import circuits, rpc
 
 STARTED = time.time()
 
@@ -28,4 +28,5 @@ class ServiceBase:
             "pid": os.getpid(),
             "uptime": round(time.time() - STARTED, 1),
             "outbox_backlog": self.store.backlog(),
+            "circuits": circuits(self),
         }
