@@ -112,7 +112,11 @@ class _TimedServiceProxy:
             if self.breaker is None:
                 return self._call(method_name, args, kwargs)
             try:
-                return self.breaker.call(self._call, method_name, args, kwargs)
+                # Not breaker.call(): it holds the breaker's lock for the whole
+                # RPC, so concurrent calls would wait for each other. Green
+                # threads only switch at I/O, so the state's bookkeeping needs
+                # no lock; the half-open trial still takes it, as it should.
+                return self.breaker.state.call(self._call, method_name, args, kwargs)
             except pybreaker.CircuitBreakerError:
                 raise errors.Unavailable(f"{self._service_name} is failing; not trying for now",
                                          service=self._service_name, circuit="open") from None
@@ -122,16 +126,24 @@ class _TimedServiceProxy:
     def _call(self, method_name, args, kwargs):
         context = self._worker_ctx.context_data
         inherited = context.get(DEADLINE)
-        context[DEADLINE] = time.time() + self.timeout
+        # Never outlive our own caller: once it has answered "unavailable,
+        # nothing changed", nothing done on its behalf may change anything.
+        deadline = time.time() + self.timeout
+        if inherited is not None:
+            deadline = min(deadline, float(inherited))
+        timeout = deadline - time.time()
+        if timeout <= 0:
+            raise errors.Unavailable("the caller has already given up", service=self._service_name)
+        context[DEADLINE] = deadline
         try:
             proxy = MethodProxy(
                 self._worker_ctx, self._service_name, method_name, self._reply_listener,
-                expiration=self.timeout)
-            with eventlet.Timeout(self.timeout):
+                expiration=timeout)
+            with eventlet.Timeout(timeout):
                 return proxy.call_async(*args, **kwargs).result()
         except eventlet.Timeout:
             raise errors.Unavailable(
-                f"{self._service_name} did not answer within {self.timeout:g}s",
+                f"{self._service_name} did not answer within {timeout:.2g}s",
                 service=self._service_name) from None
         except UnknownService:
             raise errors.Unavailable(f"{self._service_name} is not running", service=self._service_name) from None

@@ -25,7 +25,8 @@ from sqlalchemy import Column, Float, Integer, String, Text, create_engine, even
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
 
-from common import correlation, events
+from common import correlation, errors, events
+from common.rpc import DEADLINE
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class Store(Database):
         self.stop()
 
     def get_dependency(self, worker_ctx):
-        return StoreHandle(self)
+        return StoreHandle(self, worker_ctx.context_data.get(DEADLINE))
 
     def worker_teardown(self, worker_ctx):
         pass
@@ -180,13 +181,17 @@ class Store(Database):
     # -- transactions ---------------------------------------------------
 
     @contextmanager
-    def transaction(self):
+    def transaction(self, deadline=None):
         lock = self.write_lock or _NoLock
         with lock:
             session = self.Session()
             tx = Transaction(session, self.base)
             try:
                 yield tx
+                if deadline is not None and time.time() > float(deadline):
+                    # Whoever asked has been told "unavailable, nothing
+                    # changed": keep that true.
+                    raise errors.Unavailable("the caller gave up before this could be saved")
                 session.commit()
             except BaseException:
                 session.rollback()
@@ -289,11 +294,17 @@ _NoLock = _NoLockType()
 class StoreHandle:
     """The worker's view of the store."""
 
-    def __init__(self, store):
-        self.transaction = store.transaction
+    def __init__(self, store, deadline=None):
+        self._store = store
+        self._deadline = deadline  # the RPC caller's, when a caller is waiting
         self.reading = store.reading
         self.ping = store.ping
         self.backlog = store.backlog
+
+
+    def transaction(self):
+        """A write that is committed only while its RPC caller still waits."""
+        return self._store.transaction(deadline=self._deadline)
 
 
 def is_duplicate(error):

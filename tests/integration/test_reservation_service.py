@@ -408,15 +408,9 @@ def test_an_invalid_event_is_dead_lettered_not_applied(reservation, rpc, publish
     assert "reservation_confirmed" not in [e["event_type"] for e in emitted.settle(0.2)]
 
 
-# -- known defects ---------------------------------------------------------------------
+# -- deadlines and the breaker under concurrency --------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "common.rpc.ServiceRpc(breaker=True) makes every call inside pybreaker's "
-    "CircuitBreaker.call, which holds the breaker's RLock for the whole RPC: "
-    "the cancels of one reservation replica reach delivery one at a time, so "
-    "with delivery stopped the n-th concurrent cancel hears Unavailable after "
-    "n x CANCEL_TIMEOUT (and can outlive the gateway's RPC_TIMEOUT)"))
 def test_concurrent_cancels_each_give_up_within_cancel_timeout(reservation, rpc, publish, delivery_down):
     reservations = [create(rpc, customer=f"c{n}") for n in range(2)]
     for created in reservations:
@@ -432,12 +426,6 @@ def test_concurrent_cancels_each_give_up_within_cancel_timeout(reservation, rpc,
     assert time.time() - began < CANCEL_TIMEOUT + 0.75
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "common.rpc._TimedServiceProxy._call gives the nested call to delivery a "
-    "fresh deadline of now + CANCEL_TIMEOUT and ignores the deadline its own "
-    "caller sent (context 'deadline'): a cancel whose caller has already "
-    "given up (and told the customer 503, nothing changed) still cancels the "
-    "delivery and the reservation afterwards"))
 def test_a_cancel_whose_caller_gave_up_changes_nothing(reservation, start, rpc, publish, reservation_db):
     delivery = fake_delivery(delay=CANCEL_TIMEOUT * 0.6)  # slow, but within CANCEL_TIMEOUT
     start(delivery)
