@@ -90,6 +90,11 @@ def test_a_ticket_names_its_customer_and_opens_one_stream_only():
         hub.redeem_ticket(CONFIG, issued["ticket"])
 
 
+def test_a_ticket_is_not_a_bearer_token():
+    ticket = Hub().issue_ticket(CONFIG, ALICE, time.time() + 600)["ticket"]
+    assert auth.user_from_token(CONFIG, ticket) is None
+
+
 @pytest.mark.parametrize("make", [
     pytest.param(lambda hub: "not-a-ticket", id="garbage"),
     pytest.param(lambda hub: auth.issue_token(CONFIG, "alice", "customer")["access_token"], id="a bearer token"),
