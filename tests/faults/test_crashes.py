@@ -1,0 +1,61 @@
+"""kill -9 of any backend service in the middle of a burst loses nothing and
+does nothing twice; nor does a crash between a commit and its publish."""
+import time
+
+import pytest
+
+from chaos import Burst, health, new_customer, parked, settle, unpublished
+from helpers import eventually
+from ops.run import BACKENDS
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize("victim", BACKENDS)
+def test_kill_9_in_the_middle_of_a_burst(system, library, victim):
+    customer = new_customer(library)
+    book = library.new_book(copies=8)
+    burst = Burst(customer, book["id"], count=30).start()
+    burst.wait_done(6)
+    system.kill(victim)  # SIGKILL: no clean shutdown, work in hand is cut off
+    time.sleep(3)  # long enough for some gateway calls to give up (503)
+    system.start(victim)
+    burst.join()
+
+    # A careful client (Idempotency-Key, retry on 503) got every one accepted.
+    assert burst.gave_up == 0, burst.attempts
+    assert len(set(burst.accepted)) == 30
+    settle(system, library, [book["id"]], burst.accepted, {customer.username: customer})
+    assert parked(system.amqp_uri) == {}
+    assert health(system.amqp_uri, victim)["outbox_backlog"] == 0
+
+
+def test_a_crash_between_commit_and_publish_loses_nothing(system, library):
+    book = library.new_book(copies=1)
+    customer = new_customer(library)
+    # product, armed to die right after committing a transaction that emits
+    # events, before it publishes them (common/store.py, BOOKRENTAL_FAULT).
+    system.stop("product")
+    system.env["BOOKRENTAL_FAULT"] = "crash-before-publish"
+    try:
+        system.start("product")
+    finally:
+        del system.env["BOOKRENTAL_FAULT"]
+    with open(system.logfile("product")) as log:
+        relayed_before = log.read().count("outbox relay published")
+
+    reservation = library.reserve(customer, book["id"])
+    eventually(lambda: not system.pids("product"), message="product died after its commit")
+    # The allocation is committed, and so is the fact that product applied
+    # reservation_requested; copy_allocated is in the outbox, unpublished.
+    assert unpublished(system, "product") == ["copy_allocated"]
+    assert library.status(reservation["id"]) == "requested"
+
+    system.start("product")
+    # reservation_requested comes again (never acknowledged) and is
+    # recognised as applied; only the relay can publish copy_allocated now.
+    library.wait_status(reservation["id"], "confirmed")
+    assert unpublished(system, "product") == []
+    with open(system.logfile("product")) as log:
+        assert log.read().count("outbox relay published") > relayed_before
+    settle(system, library, [book["id"]], [reservation["id"]], {customer.username: customer})
