@@ -58,8 +58,10 @@ def _path_parameters(url):
             bounds = dict(part.strip().split("=") for part in arguments.split(",") if "=" in part)
             schema.update({key: int(bounds[arg]) for key, arg in (("minimum", "min"), ("maximum", "max"))
                            if arg in bounds})
+        elif converter == "path":  # an asset's file name: what the web app's files are called
+            schema = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[A-Za-z0-9_.\-/]+$"}
         else:
-            schema = {"type": "string", "minLength": 1, "maxLength": 1024}
+            schema = {"type": "string", "minLength": 1, "maxLength": 200}
             if name.endswith("_id"):
                 schema.update(format="uuid", maxLength=36)
         out.append({"name": name, "in": "path", "required": True, "schema": schema})

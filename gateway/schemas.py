@@ -148,7 +148,9 @@ class EventTicket(Schema):
 
 
 class EventStreamQuery(Request):
-    ticket = fields.String(required=True, validate=validate.Length(min=1, max=2048))
+    ticket = fields.String(required=True, validate=[
+        validate.Length(min=1, max=2048),
+        validate.Regexp(r"^[A-Za-z0-9_.=-]+$", error="not a ticket")])  # a JWT: base64url and dots
 
 
 # -- errors and health ------------------------------------------------------
