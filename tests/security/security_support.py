@@ -1,0 +1,53 @@
+"""What the security tests share: a gateway (alone, or with the whole system)
+started with the settings a test needs, on a throwaway vhost and databases of
+its own, and the gateway as a bare ``nameko run`` process."""
+import contextlib
+import os
+import subprocess
+import sys
+
+from helpers import free_port, throwaway_vhost
+from ops.run import ROOT, Cluster
+
+BACKENDS = ("product", "reservation", "delivery", "mypage")
+# No limit is reached by the tests that use these: the rate-limit tests start
+# a gateway of their own with tight ones.
+LOOSE_LIMITS = {"RATE_LIMIT_ENABLED": "false"}
+# A token secret that the production profile accepts.
+STRONG_SECRET = "test-secret-" + "x" * 40
+
+
+@contextlib.contextmanager
+def running(tmp_path_factory, backends=(), **env):
+    """The gateway (and ``backends``) as processes, with ``env`` on top of the defaults."""
+    with throwaway_vhost("bookrental-sec") as amqp_uri:
+        state = tmp_path_factory.mktemp("security")
+        cluster = Cluster(state_dir=str(state), python=sys.executable, env={
+            "AMQP_URI": amqp_uri, "GATEWAY_ADDRESS": f"127.0.0.1:{free_port()}", "RPC_TIMEOUT": "2",
+            **{key: str(value) for key, value in env.items()}})
+        cluster.amqp_uri = amqp_uri
+        try:
+            for service in backends:
+                cluster.start(service, timeout=60)
+            cluster.start("gateway", timeout=60)
+            if backends:
+                cluster.wait_ready(60)
+            yield cluster
+        finally:
+            cluster.down()
+
+
+def start_gateway_process(tmp_path, amqp_uri, **env):
+    """``nameko run`` of the gateway, as ``make up`` starts it, with ``env``;
+    stdout and stderr together on ``process.stdout``."""
+    process_env = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="ignore", AMQP_URI=amqp_uri,
+                       GATEWAY_ADDRESS=f"127.0.0.1:{free_port()}",
+                       GATEWAY_DB_URI=f"sqlite:///{tmp_path}/gateway.db")
+    process_env.pop("TOKEN_SECRET", None)
+    process_env.pop("PROFILE", None)
+    process_env.update(env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "nameko", "run", "--config", os.path.join(ROOT, "config.yml"),
+         "gateway.service:GatewayService"],
+        cwd=ROOT, env=process_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True)
