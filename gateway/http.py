@@ -4,7 +4,8 @@
 declares a route. Before the service method runs, the entrypoint has, in
 this order:
 
-1. counted the request against its client address (429, ``gateway.ratelimit``);
+1. counted the request against its client address, and a sign-in or sign-up
+   against the address's password checks (429, ``gateway.ratelimit``);
 2. authenticated the caller from the verified bearer token only (401);
 3. counted the request against the caller's account (429);
 4. checked the role (403);
@@ -174,6 +175,8 @@ class Api(HttpRequestHandler):
         address = self.limiter.address(request)
         if limited:
             self._take("address", address, "too many requests from your address")
+        if self.limit in ("login", "signup"):
+            self._take("password", address, "too many sign-ins and sign-ups from your address")
         kwargs = dict(request.path_values)
         user = auth.user_from_request(self.container.config, request)
         if limited and user is not None:

@@ -1,15 +1,18 @@
 """Rate limits at the gateway: token buckets, kept in the gateway process.
 
-Four families of buckets, each a rate and a burst (``RATE_LIMIT`` in
+Five families of buckets, each a rate and a burst (``RATE_LIMIT`` in
 config.yml, every value overridable by a ``RATE_LIMIT_*`` environment
 variable):
 
 - ``address``: every request from one client address (health probes excepted);
 - ``account``: every request that carries a valid token, per account;
+- ``password``: every sign-in and sign-up, per client address: each costs a
+  scrypt hash (tens of milliseconds of CPU), so this bounds what one address
+  can make the gateway spend on them, whatever usernames it tries;
 - ``login``: failed sign-ins, per client address and username. An empty bucket
   refuses every attempt for that pair, the right password included, until it
   refills, so guessing a password is limited to the refill rate;
-- ``signup``: registrations, per client address (each costs a scrypt hash).
+- ``signup``: registrations, per client address (no mass account creation).
 
 A request that finds its bucket empty is answered 429 with ``Retry-After``
 (the whole seconds until the bucket holds a token again).
@@ -33,6 +36,7 @@ MAX_KEYS = 100_000
 FAMILIES = {
     "address": ("ADDRESS_PER_SECOND", 1, "ADDRESS_BURST", 200, 400),
     "account": ("ACCOUNT_PER_SECOND", 1, "ACCOUNT_BURST", 100, 200),
+    "password": ("PASSWORD_PER_SECOND", 1, "PASSWORD_BURST", 5, 100),
     "login": ("LOGIN_PER_MINUTE", 60, "LOGIN_BURST", 5, 10),
     "signup": ("SIGNUP_PER_MINUTE", 60, "SIGNUP_BURST", 30, 60),
 }

@@ -4,6 +4,7 @@ leaves the other buckets alone, and refills.
 
 Every test speaks from a loopback address of its own (127.0.0.x), so each
 has its own address bucket."""
+import itertools
 import time
 
 import pytest
@@ -19,6 +20,7 @@ LIMITS = {
     "RATE_LIMIT_ACCOUNT_PER_SECOND": 0.5, "RATE_LIMIT_ACCOUNT_BURST": 5,
     "RATE_LIMIT_LOGIN_PER_MINUTE": 20, "RATE_LIMIT_LOGIN_BURST": 3,
     "RATE_LIMIT_SIGNUP_PER_MINUTE": 10, "RATE_LIMIT_SIGNUP_BURST": 3,
+    "RATE_LIMIT_PASSWORD_PER_SECOND": 0.5, "RATE_LIMIT_PASSWORD_BURST": 10,
 }
 
 
@@ -131,3 +133,13 @@ def test_sign_ups_from_one_address_are_limited(url):
     assert_limited(client.request("POST", "/auth/register", json={"username": "spam4", "password": "spam spam spam"}))
     assert From(url, "127.0.0.10").request(
         "POST", "/auth/register", json={"username": "ham1", "password": "ham ham ham ham"}).status_code == 201
+
+
+def test_password_checks_from_one_address_are_limited_whatever_the_username(url):
+    sprayer = From(url, "127.0.0.11")
+    usernames = (f"user{n}" for n in itertools.count())
+    statuses, limited = until_limited(lambda: sprayer.sign_in(next(usernames), "Winter2026!"), most=30)
+    assert len(statuses) >= 10 and set(statuses) == {401}  # each username its own login bucket, yet
+    assert_limited(limited)
+    assert_limited(sprayer.request("POST", "/auth/register", json={"username": "newbie", "password": "a fine pass"}))
+    assert From(url, "127.0.0.12").sign_in("alice").status_code == 200

@@ -77,6 +77,7 @@ def test_buckets_forget_the_least_recently_used_beyond_max_keys():
 def test_limit_settings_come_from_the_config_with_defaults():
     defaults = settings({})
     assert defaults["account"] == (100.0, 200.0)
+    assert defaults["password"] == (5.0, 100.0)
     assert defaults["login"] == (pytest.approx(5 / 60), 10.0)
     configured = settings({"RATE_LIMIT": {"ADDRESS_PER_SECOND": "7", "ADDRESS_BURST": 9, "LOGIN_PER_MINUTE": 0}})
     assert configured["address"] == (7.0, 9.0)
