@@ -6,6 +6,7 @@ in each event's envelope; this dependency provider picks it up at the start
 of every worker, whatever its entrypoint, and keeps it where the log
 formatter can find it.
 """
+import sys
 import threading
 import uuid
 
@@ -27,6 +28,22 @@ def bind(value):
     _current.value = value
 
 
+_process_service = None  # the service this process runs, once a container is set up
+
+
+def service():
+    """The name of the service whose worker (or process) is logging."""
+    return getattr(_current, "service", None) or _process_service or _service_from_argv()
+
+
+def _service_from_argv():
+    # `nameko run ... product.service:ProductService`: known before any container exists.
+    for arg in sys.argv[1:]:
+        if ":" in arg and not arg.startswith("-") and "/" not in arg:
+            return arg.split(".", 1)[0].split(":", 1)[0]
+    return ""
+
+
 def _from_worker(worker_ctx):
     if worker_ctx.context_data.get(KEY):
         return worker_ctx.context_data[KEY]
@@ -44,14 +61,22 @@ def _from_worker(worker_ctx):
 
 
 class Correlation(DependencyProvider):
-    """Gives the worker its correlation id and propagates it to RPC calls."""
+    """Gives the worker its correlation id and propagates it to RPC calls;
+    tells the log lines which service they come from."""
+
+    def setup(self):
+        global _process_service
+        if _process_service is None:
+            _process_service = self.container.service_name
 
     def get_dependency(self, worker_ctx):
         # Called first in every worker, before the other providers' setup.
         value = _from_worker(worker_ctx)
         worker_ctx.context_data[KEY] = value
         bind(value)
+        _current.service = worker_ctx.service_name
         return value
 
     def worker_teardown(self, worker_ctx):
         bind(None)
+        _current.service = None

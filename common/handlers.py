@@ -21,6 +21,7 @@ from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.events import SERVICE_POOL, EventHandler
 
 from common import events
+from common.metrics import EVENTS_HANDLED
 from common.store import is_duplicate
 
 log = logging.getLogger(__name__)
@@ -68,11 +69,13 @@ class ReliableEventHandler(EventHandler):
         reason = f"{type(error).__name__}: {error}"[:1000]
         if isinstance(error, events.InvalidEvent) or retries >= MAX_RETRIES:
             self._republish(message, dead_letter_exchange(), self.queue.name, retries, reason)
+            EVENTS_HANDLED.labels(self.container.service_name, self.event_type, "dead_lettered").inc()
             log.error("event parked on %s.dead after %d retries: %s", self.queue.name, retries, reason,
                       extra={"event_id": _event_id(message)})
         else:
             eventlet.sleep(BACKOFF * 2 ** retries)
             self._republish(message, Exchange(""), self.queue.name, retries + 1, reason)
+            EVENTS_HANDLED.labels(self.container.service_name, self.event_type, "retried").inc()
             log.warning("event retry %d of %d: %s", retries + 1, MAX_RETRIES, reason,
                         extra={"event_id": _event_id(message)})
         self.queue_consumer.ack_message(message)
@@ -102,12 +105,15 @@ def handles(source_service, event_type):
                 with self.store.transaction() as tx:
                     if not tx.first_time(event, name):
                         log.info("%s %s already applied", event_type, event["event_id"])
+                        EVENTS_HANDLED.labels(self.name, event_type, "duplicate").inc()
                         return
                     method(self, tx, event)
             except Exception as error:
                 if is_duplicate(error):  # a twin delivered at the same moment won
+                    EVENTS_HANDLED.labels(self.name, event_type, "duplicate").inc()
                     return
                 raise
+            EVENTS_HANDLED.labels(self.name, event_type, "applied").inc()
             log.info("applied %s", event_type, extra={
                 "event_id": event["event_id"], "reservation_id": event.get("reservation_id")})
 

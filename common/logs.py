@@ -18,6 +18,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            "service": correlation.service(),
             "correlation_id": correlation.current(),
         }
         for key, value in vars(record).items():

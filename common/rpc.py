@@ -28,7 +28,8 @@ class DeadlineRpc(Rpc):
     def handle_message(self, body, message):
         deadline = message.headers.get(f"nameko.{DEADLINE}")
         if deadline and time.time() > float(deadline):
-            log.warning("dropped %s call: its caller gave up", self.method_name)
+            log.warning("dropped %s call: its caller gave up", self.method_name,
+                        extra={"correlation_id": message.headers.get("nameko.correlation_id") or ""})
             self.rpc_consumer.queue_consumer.ack_message(message)
             return
         super().handle_message(body, message)

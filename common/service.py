@@ -4,18 +4,21 @@ import socket
 import time
 
 from common.correlation import Correlation
+from common.metrics import Metrics
 from common.rpc import circuits, rpc
 
 STARTED = time.time()
 
 
 class ServiceBase:
-    """Gives a service its correlation id and a ``health`` RPC.
+    """Gives a service its correlation id, its metrics (``common.metrics``)
+    and a ``health`` RPC.
 
     A subclass declares ``name`` and a ``store`` (a ``common.store.Store``).
     """
 
     correlation_id = Correlation()
+    metrics = Metrics()
 
     @rpc
     def health(self):

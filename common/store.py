@@ -16,6 +16,7 @@ import time
 from contextlib import contextmanager
 
 import eventlet
+from eventlet.event import Event
 from eventlet.semaphore import Semaphore
 from nameko.amqp.publish import Publisher
 from nameko.constants import AMQP_URI_CONFIG_KEY
@@ -26,6 +27,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
 
 from common import correlation, errors, events
+from common.metrics import OUTBOX_FAILURES, OUTBOX_PUBLISHED
 from common.rpc import DEADLINE
 
 log = logging.getLogger(__name__)
@@ -121,6 +123,7 @@ class Store(Database):
 
     relay_interval = 1.0  # seconds between sweeps for events left unpublished
     relay_grace = 2.0  # an event this old was not published by its worker
+    stop_timeout = 10.0  # seconds a stop waits for the relay's sweep in progress
     retention = 7 * 24 * 3600  # how long applied-event ids and sent events are kept
 
     def __init__(self, base):
@@ -162,15 +165,26 @@ class Store(Database):
                 time.sleep(0.2)
 
     def start(self):
+        self._relay_stopped = Event()
         self.container.spawn_managed_thread(self._relay_forever)
 
     def stop(self):
+        """A graceful stop. Nameko has stopped the entrypoints and waited for
+        every worker (each publishes what it committed) before it stops the
+        dependencies; the relay finishes the sweep it is in, publishing and
+        marking what it sent, before the connections close."""
         self._stopping = True
+        stopped = getattr(self, "_relay_stopped", None)
+        if stopped is not None:
+            with eventlet.Timeout(self.stop_timeout, False):
+                stopped.wait()
         self.engine.dispose()
         self.read_engine.dispose()
 
     def kill(self):
-        self.stop()
+        self._stopping = True
+        self.engine.dispose()
+        self.read_engine.dispose()
 
     def get_dependency(self, worker_ctx):
         return StoreHandle(self, worker_ctx.context_data.get(DEADLINE))
@@ -232,7 +246,9 @@ class Store(Database):
                 sent.append(seq)
         except Exception as error:  # the broker is away; the relay retries
             log.warning("outbox publish deferred: %s", error, extra={"pending": len(rows) - len(sent)})
+            OUTBOX_FAILURES.labels(self.container.service_name).inc()
         if sent:
+            OUTBOX_PUBLISHED.labels(self.container.service_name).inc(len(sent))
             Outbox = self.base.OutboxEvent
             with (self.write_lock or _NoLock):
                 with self.Session() as session, session.begin():
@@ -268,16 +284,24 @@ class Store(Database):
 
     def _relay_forever(self):
         sweeps = 0
-        while not self._stopping:
-            try:
-                # At start, publish at once what a crashed predecessor left.
-                self.relay_pending(older_than=0 if sweeps == 0 else None)
-                if sweeps % 3600 == 1:
-                    self.prune()
-            except Exception:
-                log.exception("outbox relay sweep failed")
-            sweeps += 1
-            eventlet.sleep(self.relay_interval)
+        try:
+            while not self._stopping:
+                try:
+                    # At start, publish at once what a crashed predecessor left.
+                    self.relay_pending(older_than=0 if sweeps == 0 else None)
+                    if sweeps % 3600 == 1:
+                        self.prune()
+                except Exception:
+                    log.exception("outbox relay sweep failed")
+                sweeps += 1
+                # Sleep in short steps, so that a stop does not wait a whole interval.
+                until = time.monotonic() + self.relay_interval
+                while not self._stopping and time.monotonic() < until:
+                    eventlet.sleep(min(0.1, self.relay_interval))
+        finally:
+            stopped = getattr(self, "_relay_stopped", None)
+            if stopped is not None and not stopped.ready():
+                stopped.send()
 
 
 class _NoLockType:
