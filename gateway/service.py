@@ -19,6 +19,7 @@ from werkzeug.wrappers import Response
 
 from common.correlation import Correlation
 from common.errors import BadRequest, NotAllowed, NotFound, Unavailable
+from common.metrics import Metrics
 from common.rpc import ServiceRpc
 from common.store import Store
 from gateway import auth, models, openapi, schemas
@@ -50,6 +51,14 @@ class AccountStore(Store):
                         tx.session.add(Account(username, auth.hash_password(password), role))
 
 
+class LivePages(LiveHub):
+    """The live MyPage streams, ended as soon as the gateway starts to drain
+    (``gateway.http``): open pages reconnect to the gateway that takes over."""
+
+    def drain(self):
+        self.hub.close()
+
+
 def _owner(user):
     """Customers act on their own reservations; librarians on any."""
     return user["username"] if user["role"] == "customer" else None
@@ -75,13 +84,14 @@ class GatewayService:
     name = "gateway"
 
     correlation_id = Correlation()
+    metrics = Metrics(serve=False)  # served at GET /metrics on the HTTP port (gateway.http)
     config = Config()
     store = AccountStore(models.Base)
     product = ServiceRpc("product")
     reservation = ServiceRpc("reservation")
     delivery = ServiceRpc("delivery")
     mypage = ServiceRpc("mypage")
-    live_pages = LiveHub()
+    live_pages = LivePages()
 
     # -- accounts -------------------------------------------------------
 
