@@ -32,6 +32,13 @@ stop: deps ## Stop every replica of SERVICE=name; returns once exited
 	@test -n "$(SERVICE)" || { echo "usage: make stop SERVICE=name"; exit 2; }
 	@$(PY) -m ops.run stop $(SERVICE)
 
+rollout: deps broker ## Replace every replica of SERVICE=name, one at a time, with no failed request
+	@test -n "$(SERVICE)" || { echo "usage: make rollout SERVICE=name"; exit 2; }
+	@$(PY) -m ops.run rollout $(SERVICE)
+
+metrics: deps ## List the running processes' Prometheus metrics URLs
+	@$(PY) -m ops.run metrics $(SERVICE)
+
 status: deps ## Show the running replicas
 	@$(PY) -m ops.run status
 
@@ -50,7 +57,7 @@ test: deps broker chromium ## Run every test (unit, integration, end to end, bro
 test-fast: deps broker ## The inner loop: unit and integration tests only
 	@$(NAMEKO) test tests/unit tests/integration -q -p no:cacheprovider
 
-.PHONY: help deps broker up down start stop status logs shell test test-fast chromium
+.PHONY: help deps broker up down start stop status logs shell test test-fast chromium rollout metrics
 
 docs: deps ## Regenerate docs/asyncapi.json and docs/events.md from the event schemas and contracts
 	@$(PY) -m common.asyncapi > docs/asyncapi.json.tmp && mv docs/asyncapi.json.tmp docs/asyncapi.json

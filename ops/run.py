@@ -6,6 +6,15 @@ broker counts its consumers on the service's RPC queue; the gateway answers
 HTTP); ``stop`` returns once every replica has exited (SIGTERM lets Nameko
 finish the work in hand; SIGKILL after a grace period).
 
+``rollout`` replaces the replicas of a service one at a time: a new process
+starts beside the old one, and the old one is stopped (gracefully) only once
+the new one consumes, or for the gateway, listens on the same port (the
+gateway opens it with SO_REUSEPORT; the old one drains, see gateway/http.py).
+
+Each backend process serves its Prometheus metrics on a free port of its
+own (``METRICS_PORT``); ``var/run/prometheus/targets.json`` lists every
+process's metrics address for Prometheus (``deploy/prometheus``).
+
 The same module is used by the end-to-end tests, with their own vhost,
 databases and port, through ``Cluster``.
 """
@@ -13,6 +22,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -81,6 +91,10 @@ class Cluster:
     def _pidfile(self, service, replica):
         return os.path.join(self.state_dir, "run", f"{service}-{replica}.pid")
 
+    def _infofile(self, service, replica):
+        """What else is known of a replica's process: its metrics address."""
+        return os.path.join(self.state_dir, "run", f"{service}-{replica}.json")
+
     def logfile(self, service, replica=1):
         return os.path.join(self.state_dir, "log", f"{service}-{replica}.log")
 
@@ -97,6 +111,7 @@ class Cluster:
                     found[replica] = pid
                 else:
                     os.unlink(os.path.join(self.state_dir, "run", name))
+                    _unlink(self._infofile(service, replica))
         return found
 
     # -- start and stop -------------------------------------------------
@@ -111,15 +126,67 @@ class Cluster:
                 self._spawn(service, replica)
         self.wait_consuming(service, replicas, timeout)
 
-    def _spawn(self, service, replica):
+    def _spawn(self, service, replica, slot=None):
+        """Start a process as ``replica`` (its log, and the gateway's port);
+        its pid file is ``slot``'s, the replica's unless it is a replacement."""
+        slot = slot or replica
+        env = self._process_env(replica, service)
+        metrics = self._metrics_address(service, env)
+        if service != "gateway":
+            env["METRICS_PORT"] = metrics or "0"
         log = open(self.logfile(service, replica), "ab")
         process = subprocess.Popen(
             [self.python, "-m", "nameko", "run", "--config", os.path.join(ROOT, "config.yml"), SERVICES[service]],
-            cwd=ROOT, env=self._process_env(replica, service), stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True)
-        with open(self._pidfile(service, replica), "w") as handle:
+        with open(self._pidfile(service, slot), "w") as handle:
             handle.write(str(process.pid))
+        with open(self._infofile(service, slot), "w") as handle:
+            json.dump({"pid": process.pid, "replica": replica, "metrics": metrics}, handle)
+        self.write_targets()
         return process.pid
+
+    def _metrics_address(self, service, env):
+        """host:port of the process's /metrics, or None. A backend gets a free
+        port unless METRICS_PORT says otherwise (0: off); the gateway serves
+        its metrics on its HTTP port."""
+        if service == "gateway":
+            host, port = env.get("GATEWAY_ADDRESS", "127.0.0.1:8000").rsplit(":", 1)
+            return f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+        wanted = str(env.get("METRICS_PORT", "") or "auto")
+        if wanted in ("0", "off"):
+            return None
+        if wanted != "auto":
+            return wanted if ":" in wanted else f"127.0.0.1:{wanted}"
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return f"127.0.0.1:{sock.getsockname()[1]}"
+
+    def metrics_addresses(self, service=None):
+        """{(service, replica): host:port} of the running processes' metrics."""
+        found = {}
+        for name in [service] if service else list(SERVICES):
+            for replica in sorted(self.pids(name)):
+                try:
+                    with open(self._infofile(name, replica)) as handle:
+                        address = json.load(handle).get("metrics")
+                except (OSError, ValueError):
+                    continue
+                if address:
+                    found[(name, replica)] = address
+        return found
+
+    def write_targets(self):
+        """var/run/prometheus/targets.json: every process's metrics, in
+        Prometheus' file_sd format (deploy/prometheus/prometheus.yml reads it)."""
+        directory = os.path.join(self.state_dir, "run", "prometheus")
+        os.makedirs(directory, exist_ok=True)
+        targets = [{"targets": [address], "labels": {"service": name, "replica": str(replica)}}
+                   for (name, replica), address in sorted(self.metrics_addresses().items())]
+        path = os.path.join(directory, "targets.json")
+        with open(path + ".tmp", "w") as handle:
+            json.dump(targets, handle, indent=2)
+        os.replace(path + ".tmp", path)
 
     def wait_consuming(self, service, replicas, timeout=60):
         deadline = time.time() + timeout
@@ -148,11 +215,50 @@ class Cluster:
     def stop(self, service, timeout=30):
         self._stop_pids(self.pids(service), service, timeout)
 
+    def rollout(self, service, timeout=60):
+        """Replace every replica of ``service``, one at a time, with no pause
+        in service: start the new process, wait until it consumes (the
+        gateway: until it listens on the port, beside the old one), then stop
+        the old one gracefully. A new process that does not come up is
+        stopped and the old one keeps running."""
+        running = self.pids(service)
+        if not running:
+            raise RuntimeError(f"{service} is not running: make start SERVICE={service}")
+        for replica in sorted(running):
+            old = running[replica]
+            slot = max(self.pids(service)) + 1  # the new process's pid file while both run
+            new = self._spawn(service, replica, slot)
+            try:
+                self._wait_replacement(service, replica, new, timeout)
+            except BaseException:
+                self._stop_pids({slot: new}, service)
+                raise
+            self._stop_pids({replica: old}, service)
+            os.replace(self._pidfile(service, slot), self._pidfile(service, replica))
+            os.replace(self._infofile(service, slot), self._infofile(service, replica))
+            self.write_targets()
+
+    def _wait_replacement(self, service, replica, pid, timeout):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if not _alive(pid):
+                raise RuntimeError(f"the new {service} exited while starting; see {self.logfile(service, replica)}")
+            if service == "gateway":
+                base, port = self.gateway_url.rsplit(":", 1)
+                port = int(port) + replica - 1
+                if _listening(pid, port) and _http_ok(f"{base}:{port}/health/live"):
+                    return
+            elif self.consumers(service) >= len(self.pids(service)):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"the new {service} did not start within {timeout}s; see {self.logfile(service, replica)}")
+
     def kill(self, service):
         """kill -9 every replica: the crash a fault test wants."""
         for pid in self.pids(service).values():
             os.killpg(pid, signal.SIGKILL)
         self._wait_exit(self.pids(service), 10)
+        self.write_targets()
 
     def _stop_pids(self, pids, service, timeout=30):
         for pid in pids.values():
@@ -164,6 +270,8 @@ class Cluster:
         for replica in pids:
             if os.path.exists(self._pidfile(service, replica)):
                 os.unlink(self._pidfile(service, replica))
+            _unlink(self._infofile(service, replica))
+        self.write_targets()
 
     @staticmethod
     def _wait_exit(pids, timeout):
@@ -211,6 +319,39 @@ def _alive(pid):
         return True
 
 
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _listening(pid, port):
+    """True when process ``pid`` has a listening TCP socket on ``port`` (Linux /proc)."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+    except OSError:
+        return False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as handle:
+                rows = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port and fields[9] in inodes:
+                return True
+    return False
+
+
 def _signal(pid, sig):
     try:
         os.killpg(pid, sig)
@@ -228,12 +369,12 @@ def _http_ok(url):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "start", "stop", "kill", "status"])
+    parser.add_argument("command", choices=["up", "down", "start", "stop", "kill", "status", "rollout", "metrics"])
     parser.add_argument("service", nargs="?", choices=list(SERVICES))
     parser.add_argument("--replicas", type=int, default=1)
     args = parser.parse_args(argv)
     cluster = Cluster()
-    if args.command in ("start", "stop", "kill") and not args.service:
+    if args.command in ("start", "stop", "kill", "rollout") and not args.service:
         parser.error("name a SERVICE")
     if args.command == "up":
         cluster.up()
@@ -241,6 +382,7 @@ def main(argv=None):
         print(f"Book Rental is up.\n  web app and API: {cluster.gateway_url}/\n"
               f"  API description: {cluster.gateway_url}/openapi.json\n"
               f"  RabbitMQ console: {management}  (guest/guest on a local broker)\n"
+              f"  metrics: make metrics (Prometheus targets: var/run/prometheus/targets.json)\n"
               f"  logs: var/log/   stop: make down")
     elif args.command == "down":
         cluster.down()
@@ -254,6 +396,12 @@ def main(argv=None):
     elif args.command == "kill":
         cluster.kill(args.service)
         print(f"{args.service}: killed")
+    elif args.command == "rollout":
+        cluster.rollout(args.service)
+        print(f"{args.service}: every replica replaced, {len(cluster.pids(args.service))} consuming")
+    elif args.command == "metrics":
+        for (service, replica), address in sorted(cluster.metrics_addresses(args.service).items()):
+            print(f"{service}-{replica}\thttp://{address}/metrics")
     else:
         print(json.dumps(cluster.status(), indent=2))
 
