@@ -130,6 +130,7 @@ export async function request(method, path, { body, headers = {}, auth = true } 
   const sending = { Accept: "application/json", ...headers };
   if (body !== undefined) sending["Content-Type"] = "application/json";
   const current = session.get();
+  const signedIn = auth && sessionStorage.getItem(SESSION_KEY) !== null; // even if it has expired
   if (auth && current) sending.Authorization = `Bearer ${current.token}`;
   let response;
   try {
@@ -156,7 +157,7 @@ export async function request(method, path, { body, headers = {}, auth = true } 
   const retryAfter = response.headers.get("Retry-After");
   const failure = new ApiError(response.status, error.code || "error",
     describe(response.status, error.message, retryAfter), error.details, retryAfter);
-  if (response.status === 401 && auth && current) {
+  if (response.status === 401 && signedIn) {
     session.clear();
     onSignedOut("Your sign-in has expired. Please sign in again.");
   }

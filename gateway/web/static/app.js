@@ -154,7 +154,12 @@ window.addEventListener("hashchange", show);
 window.addEventListener("unhandledrejection", (event) => {
   // A failure nobody caught still reaches the person in words.
   const text = event.reason && event.reason.name === "ApiError" ? event.reason.message : describe(500);
-  const banner = main.querySelector(".msg") || main.appendChild(messageArea());
+  let banner = document.getElementById("app-message");
+  if (!banner) {
+    banner = messageArea();
+    banner.id = "app-message";
+    main.prepend(banner);
+  }
   say(banner, text, "error");
   event.preventDefault();
 });

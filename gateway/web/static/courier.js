@@ -64,6 +64,7 @@ export function render() {
     message);
   }
 
+  const shown = {}; // status → what is on screen, so an unchanged list is left alone (and keeps focus)
   let running = null;
   async function refresh() {
     if (running) return running;
@@ -71,8 +72,11 @@ export function render() {
       try {
         for (const status of Object.keys(lists)) {
           const { items, next } = await allPages(`/deliveries?status=${status}&limit=100`, 5);
+          const signature = JSON.stringify([items.map((d) => [d.id, d.status]), Boolean(next)]);
+          if (shown[status] === signature) continue;
           const names = await Promise.all(items.map((delivery) => titleOf(delivery.book_id)));
           lists[status].replaceChildren(...items.map((delivery, index) => card(delivery, names[index])));
+          shown[status] = signature;
           empties[status].hidden = items.length > 0;
           if (next) lists[status].append(h("li", { class: "meta", text: "More deliveries are waiting; they show once these are done." }));
         }
