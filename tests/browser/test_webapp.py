@@ -68,7 +68,9 @@ class Walker:
             message = self.read()
             if message is None:
                 self.fail(f"the walk ended before it was {key}")
-            if key in message or "ok" in message:
+            if "ok" in message:  # the walk is over before its time
+                self.fail(f"the walk ended before it was {key}: {message.get('error')}")
+            if key in message:
                 return message
 
     def send(self, **instruction):
@@ -138,6 +140,25 @@ def test_an_open_mypage_catches_up_after_a_gateway_restart(system, library):
     walker.send(reservation_id=reservation["id"], status="delivered", at=started)
     verdict = walker.verdict()
     print(json.dumps(verdict["steps"]))
+
+
+def test_a_cancel_refused_with_503_says_to_try_again(system, library):
+    book = library.new_book(copies=1)
+    reservation = library.reserve(library.alice, book["id"])
+    library.wait_status(reservation["id"], "confirmed")
+    eventually(lambda: reservation["id"] in library.mypage(library.alice))
+
+    walker = Walker("unavailable", system.gateway_url)
+    walker.wait_for("waiting")
+    system.stop("delivery")
+    try:
+        walker.send(reservation_id=reservation["id"])
+        walker.wait_for("waiting")
+    finally:
+        system.start("delivery")
+    walker.send(go=True)
+    walker.verdict()
+    assert library.status(reservation["id"]) == "canceled"
 
 
 def _events(response):

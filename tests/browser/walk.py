@@ -2,6 +2,7 @@
 
     python tests/browser/walk.py story   <gateway_url> <out_dir>
     python tests/browser/walk.py restart <gateway_url> <out_dir>
+    python tests/browser/walk.py unavailable <gateway_url> <out_dir>
 
 Run with plain Python: ``nameko test`` monkey-patches the process with
 eventlet, which Playwright's own event loop does not survive, so the tests
@@ -13,7 +14,9 @@ the exit status is 0 only when every step passed. Screenshots go to out_dir.
 browser context. ``restart`` opens alice's MyPage, prints
 ``{"waiting": "restart", ...}`` and reads one line from standard input: in the
 meantime the test stops the gateway, changes the reservation behind its back
-and starts it again; the page must catch up by itself.
+and starts it again; the page must catch up by itself. ``unavailable``
+cancels while the test has stopped the delivery service: the page must say
+to try again, in words.
 """
 import json
 import os
@@ -287,6 +290,44 @@ def restart(walk):
     return {}
 
 
+def unavailable(walk):
+    """A cancel while the delivery service is down: refused with a 503, said in
+    words (try again), and nothing changed; once it is back, the cancel works."""
+    walk.allowed_console.append(re.compile(r"status of 503"))
+    alice = walk.open("alice")
+    walk.sign_in(alice, "alice")
+    walk.goto(alice, "mypage")
+    expect(alice.locator(".live")).to_have_attribute("data-state", "live")
+    print(json.dumps({"waiting": "delivery-down"}), flush=True)
+    instruction = json.loads(sys.stdin.readline() or "{}")
+    row = walk.row(alice, instruction["reservation_id"])
+    expect(row).to_have_attribute("data-status", "confirmed")
+    row.locator("button[data-action=cancel]").click()
+    message = row.locator(".msg.error")
+    expect(message).to_contain_text("try again", timeout=15_000)
+    text = message.inner_text()
+    assert "{" not in text, f"the error shows JSON: {text}"
+    expect(row).to_have_attribute("data-status", "confirmed")
+    walk.shot(alice, "mypage-cancel-unavailable")
+    walk.step("a cancel while delivery is down says to try again", message=text)
+    print(json.dumps({"waiting": "delivery-up"}), flush=True)
+    sys.stdin.readline()
+    tries = 0
+    deadline = time.time() + 20
+    while row.get_attribute("data-status") != "canceled":  # as a person would: try again
+        assert time.time() < deadline, f"still not canceled after {tries} tries"
+        tries += 1
+        button = row.locator("button[data-action=cancel]")
+        button.click()
+        expect(button).to_be_enabled(timeout=15_000)  # the answer has come
+        if row.get_attribute("data-status") != "canceled":
+            time.sleep(1)
+    expect(row.locator(".msg.ok")).to_contain_text("Canceled")
+    walk.step("the same cancel works once delivery is back", tries=tries)
+    walk.check_clean()
+    return {}
+
+
 def main(argv):
     scenario, base_url, out_dir = argv[1], argv[2], argv[3]
     os.makedirs(out_dir, exist_ok=True)
@@ -295,7 +336,7 @@ def main(argv):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         walk = Walk(browser, base_url, out_dir)
         try:
-            result.update({"details": {"story": story, "restart": restart}[scenario](walk) or {}, "ok": True})
+            result.update({"details": {"story": story, "restart": restart, "unavailable": unavailable}[scenario](walk) or {}, "ok": True})
         except Exception as error:  # the verdict goes to the test, with where it failed
             result["error"] = f"{type(error).__name__}: {error}"
             result["trace"] = traceback.format_exc()[-4000:]
