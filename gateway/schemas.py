@@ -39,9 +39,10 @@ class Credentials(Request):
 
 
 class Registration(Request):
+    # Lowercase only: "Alice" next to "alice" would be a look-alike of someone else.
     username = fields.String(required=True, validate=validate.Regexp(
-        r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,31}$",
-        error="2 to 32 letters, digits, '.', '_' or '-', starting with a letter or digit"))
+        r"^[a-z0-9][a-z0-9_.-]{1,31}$",
+        error="2 to 32 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"))
     password = fields.String(required=True, validate=validate.Length(min=1, max=256), load_only=True)
 
 

@@ -189,6 +189,7 @@ def test_sign_up_makes_a_customer_and_never_echoes_the_password(url):
     ({"username": "dave smith", "password": "a long enough password"}, "username"),
     ({"username": "<script>", "password": "a long enough password"}, "username"),
     ({"username": "x" * 33, "password": "a long enough password"}, "username"),
+    ({"username": "Alice", "password": "a long enough password"}, "username"),  # a look-alike of alice
     ({"username": "dave", "password": "p" * 257}, "password"),
     ({"username": "dave"}, "password"),
     ({"password": "a long enough password"}, "username"),
