@@ -22,6 +22,7 @@ from nameko.events import SERVICE_POOL, EventHandler
 
 from common import events
 from common.metrics import EVENTS_HANDLED
+from common.rpc import BROKER_ERRORS
 from common.store import is_duplicate
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,18 @@ class ReliableEventHandler(EventHandler):
         if exc_info is None:
             self.queue_consumer.ack_message(message)
             return
-        error = exc_info[1]
+        try:
+            self._retry_or_park(message, exc_info[1])
+        except BROKER_ERRORS as error:
+            # The broker went away: raising here would kill the service. The
+            # event goes back to its queue as it was, to be tried again.
+            log.warning("event neither retried nor parked, the broker is away: %s", error,
+                        extra={"event_id": _event_id(message)})
+            self.queue_consumer.requeue_message(message)
+            return
+        self.queue_consumer.ack_message(message)
+
+    def _retry_or_park(self, message, error):
         retries = int(message.headers.get(RETRIES_HEADER, 0))
         reason = f"{type(error).__name__}: {error}"[:1000]
         if isinstance(error, events.InvalidEvent) or retries >= MAX_RETRIES:
@@ -78,7 +90,6 @@ class ReliableEventHandler(EventHandler):
             EVENTS_HANDLED.labels(self.container.service_name, self.event_type, "retried").inc()
             log.warning("event retry %d of %d: %s", retries + 1, MAX_RETRIES, reason,
                         extra={"event_id": _event_id(message)})
-        self.queue_consumer.ack_message(message)
 
     def _republish(self, message, exchange, routing_key, retries, reason):
         headers = dict(message.headers)

@@ -10,8 +10,10 @@ dropped there for the same reason.
 import logging
 import time
 
+import amqp.exceptions
 import eventlet
 import pybreaker
+from kombu.exceptions import OperationalError
 from nameko.exceptions import RemoteError, UnknownService
 from nameko.rpc import MethodProxy, Rpc, RpcProxy
 
@@ -34,6 +36,17 @@ class DeadlineRpc(Rpc):
             return
         super().handle_message(body, message)
 
+    def handle_result(self, message, worker_ctx, result, exc_info):
+        try:
+            return super().handle_result(message, worker_ctx, result, exc_info)
+        except BROKER_ERRORS as error:
+            # The broker went away before the answer could be sent. Raising
+            # here would kill the whole service; instead the caller times out
+            # ("unavailable"), and the request, never acknowledged, comes
+            # back once we reconnect, unless its deadline has passed by then.
+            log.warning("could not answer %s: %s", self.method_name, error)
+            return result, exc_info
+
 
 def rpc(method):
     """``@rpc``: the business errors travel to the caller without a stack
@@ -42,6 +55,7 @@ def rpc(method):
 
 
 _ERRORS = {cls.__name__: cls for cls in errors.EXPECTED}
+BROKER_ERRORS = (OperationalError, amqp.exceptions.ConnectionError, OSError)
 
 
 class _LogStateChanges(pybreaker.CircuitBreakerListener):
@@ -148,6 +162,11 @@ class _TimedServiceProxy:
                 service=self._service_name) from None
         except UnknownService:
             raise errors.Unavailable(f"{self._service_name} is not running", service=self._service_name) from None
+        except BROKER_ERRORS as error:
+            # The request could not be sent (the broker is down or restarting):
+            # the caller hears "unavailable, nothing changed", not a crash.
+            raise errors.Unavailable(f"the message broker cannot be reached ({type(error).__name__})",
+                                     service=self._service_name) from None
         except RemoteError as error:
             known = _ERRORS.get(error.exc_type)
             if known is None:
