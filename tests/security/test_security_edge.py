@@ -336,3 +336,13 @@ def test_api_answers_are_not_cached_or_sniffed(url, tokens):
                      call(url, "GET", "/openapi.json"), call(url, "GET", "/nowhere")]:
         assert response.headers["Cache-Control"] == "no-store"
         assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_other_origins_get_no_cors_grant(url, tokens):
+    preflight = requests.options(url + "/reservations", timeout=10, headers={
+        "Origin": "https://evil.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type"})
+    assert preflight.status_code == 405
+    answer = call(url, "GET", "/mypage", tokens["customer"], headers={"Origin": "https://evil.example"})
+    for response in (preflight, answer):
+        assert not any(name.lower().startswith("access-control-") for name in response.headers)
