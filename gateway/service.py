@@ -7,6 +7,7 @@ the accounts; every business decision is made by the service that owns it.
 import logging
 import mimetypes
 import os
+import uuid
 
 import eventlet
 from kombu import Connection
@@ -153,7 +154,11 @@ class GatewayService:
             self.product.with_timeout(1.0).get_book(body["book_id"])
         except Unavailable:
             pass  # product is down: accept; it allocates (or refuses) when it is back
-        return self.reservation.create(body["book_id"], user["username"], key)
+        # No key of the client's: one for this request all the same. If the
+        # service dies after its commit but before it answers, the broker
+        # delivers the request again; the key makes that a replay, not a
+        # second reservation.
+        return self.reservation.create(body["book_id"], user["username"], key or f"request:{uuid.uuid4()}")
 
     @api("GET", "/reservations/<reservation_id>", roles={"customer", "librarian"}, tag="reservations")
     def get_reservation(self, request, user, reservation_id):

@@ -1,9 +1,11 @@
 """kill -9 of any backend service in the middle of a burst loses nothing and
 does nothing twice; nor does a crash between a commit and its publish."""
+import concurrent.futures
 import time
 
 import pytest
 
+from bench.audit import stored_reservations
 from chaos import Burst, health, new_customer, parked, settle, unpublished
 from helpers import eventually
 from ops.run import BACKENDS
@@ -59,3 +61,30 @@ def test_a_crash_between_commit_and_publish_loses_nothing(system, library):
     with open(system.logfile("product")) as log:
         assert log.read().count("outbox relay published") > relayed_before
     settle(system, library, [book["id"]], [reservation["id"]], {customer.username: customer})
+
+
+def test_a_request_redelivered_after_a_crash_creates_one_reservation(system, library):
+    # reservation dies right after committing a new reservation, before it
+    # answers; the request, never acknowledged, is delivered again when it
+    # is back. The client sent no Idempotency-Key: that second delivery must
+    # still not create a second reservation.
+    customer = new_customer(library)
+    book = library.new_book(copies=2)
+    system.stop("reservation")
+    system.env["BOOKRENTAL_FAULT"] = "crash-before-publish"
+    try:
+        system.start("reservation")
+    finally:
+        del system.env["BOOKRENTAL_FAULT"]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(customer.post, "/reservations", json={"book_id": book["id"]})
+        eventually(lambda: not system.pids("reservation"), message="reservation died after its commit")
+        system.start("reservation")  # within the gateway's deadline
+        response = answer.result()
+    stored = stored_reservations(system, [book["id"]])
+    assert len(stored) == 1, stored
+    if response.status_code == 202:  # the redelivery answered in time
+        assert response.json()["id"] in stored
+    else:  # or it did not, and the client may retry with a key
+        assert response.status_code == 503
+    settle(system, library, [book["id"]], [], {customer.username: customer})
