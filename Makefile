@@ -73,3 +73,8 @@ soak: deps broker ## Load + random kill -9 of services for MINUTES=n (default 5)
 	@$(PY) -m bench.soak --minutes $(or $(MINUTES),5)
 
 .PHONY: dlq soak
+
+bench: deps broker ## Benchmark against bare Nameko measured in the same run (DURATION=20 REPLICAS=1 MAX_WORKERS=10); SWEEP=1 for replicas x pool sizes
+	@DURATION=$(or $(DURATION),20) REPLICAS=$(REPLICAS) $(PY) -m bench.run $(if $(SWEEP),--sweep)
+
+.PHONY: bench
