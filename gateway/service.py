@@ -4,6 +4,7 @@ Each route authenticates and validates (in ``gateway.http``), then makes one
 or two RPC calls and returns what the service answered. It owns nothing but
 the accounts; every business decision is made by the service that owns it.
 """
+import json
 import logging
 import mimetypes
 import os
@@ -25,8 +26,9 @@ from common.rpc import ServiceRpc
 from common.store import Store
 from gateway import auth, models, openapi, schemas
 from gateway.domain import Account
+from gateway.cache import GatewayCaches
 from gateway.live import LiveHub, change, stream_response, token_expiry
-from gateway.http import Unauthorized, api
+from gateway.http import Unauthorized, api, json_response
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,7 @@ class GatewayService:
     delivery = ServiceRpc("delivery")
     mypage = ServiceRpc("mypage")
     live_pages = LivePages()
+    caches = GatewayCaches()
 
     # -- accounts -------------------------------------------------------
 
@@ -150,10 +153,12 @@ class GatewayService:
         if key is not None and not (0 < len(key) <= 128 and key.isprintable()):
             raise BadRequest("Idempotency-Key must be 1 to 128 printable characters",
                              **{"Idempotency-Key": ["invalid"]})
-        try:
-            self.product.with_timeout(1.0).get_book(body["book_id"])
-        except Unavailable:
-            pass  # product is down: accept; it allocates (or refuses) when it is back
+        if body["book_id"] not in self.caches.books:  # titles are never deleted (gateway.cache)
+            try:
+                self.product.with_timeout(1.0).get_book(body["book_id"])
+                self.caches.books.add(body["book_id"])
+            except Unavailable:
+                pass  # product is down: accept; it allocates (or refuses) when it is back
         # No key of the client's: one for this request all the same. If the
         # service dies after its commit but before it answers, the broker
         # delivers the request again; the key makes that a replay, not a
@@ -203,7 +208,15 @@ class GatewayService:
     @api("GET", "/mypage", roles={"customer"}, tag="mypage")
     def my_page(self, request, user):
         """Every reservation of the signed-in customer, from the read model."""
-        return self.mypage.get(user["username"])
+        pages, customer = self.caches.pages, user["username"]
+        if not pages.enabled:
+            return self.mypage.get(customer)
+        if "no-cache" in request.headers.get("Cache-Control", ""):
+            pages.invalidate(customer)
+        body = pages.page(customer, lambda: json.dumps(self.mypage.get(customer)).encode())
+        response = json_response(None)
+        response.set_data(body)
+        return response
 
     # -- live mypage (Server-Sent Events; see gateway/live.py) ---------
 
@@ -227,6 +240,7 @@ class GatewayService:
     def on_mypage_changed(self, event):
         """Every replica hears every change and pushes it to its own streams."""
         if isinstance(event, dict) and isinstance(event.get("customer"), str):
+            self.caches.pages.invalidate(event["customer"])  # first: the pages refetch at once
             self.live_pages.publish(event["customer"], change(event))
 
     # -- operations -----------------------------------------------------

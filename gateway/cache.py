@@ -1,0 +1,158 @@
+"""What the gateway may answer without asking a service again.
+
+Two caches, each kept in the memory of one gateway process, each found by a
+profile of ``make bench`` (docs/performance.md):
+
+- ``KnownBooks``: the ids of titles that exist. ``POST /reservations`` checks
+  that the title exists (404 otherwise) with an RPC to ``product``; a title
+  is never deleted, so once ``product`` has said yes for an id, the answer
+  stays true and the check need not be made again. Only "yes" is kept: an id
+  that is unknown now may be registered later.
+- ``PageCache``: each customer's ``GET /mypage`` answer, as the JSON bytes the
+  gateway sends. ``mypage`` announces every change of a customer's page with
+  a ``mypage_changed`` event, which every gateway replica already receives
+  (BROADCAST, for the live pages); the entry is dropped the moment it comes,
+  before the live pages are told to refetch. An answer fetched while a change
+  came in is not kept, and requests that come while a fetch is in flight
+  wait for its answer rather than all asking ``mypage`` at once. Entries also expire after
+  ``MYPAGE_CACHE_SECONDS`` (default 2, the SPEC's bound for a change to show
+  on an open MyPage), so a change announcement lost with a broken broker
+  connection delays a page by no more than that. ``0`` switches it off. A
+  request with ``Cache-Control: no-cache`` always reads ``mypage``.
+"""
+import time
+from collections import OrderedDict
+
+import eventlet
+from eventlet.event import Event
+from nameko.extensions import DependencyProvider
+
+MAX_BOOKS = 1_000_000
+MAX_PAGES = 10_000
+MAX_PAGE_BYTES = 64 * 1024 * 1024  # all cached pages together
+DEFAULT_PAGE_SECONDS = 2.0
+
+
+class KnownBooks:
+    def __init__(self, max_size=MAX_BOOKS):
+        self.max_size = max_size
+        self.ids = set()
+
+    def __contains__(self, book_id):
+        return book_id in self.ids
+
+    def add(self, book_id):
+        if len(self.ids) < self.max_size:
+            self.ids.add(book_id)
+
+
+class _Pending:
+    """A fetch in flight. Requests that come meanwhile wait for its answer
+    instead of asking ``mypage`` too; an invalidation removes it from the
+    cache, so requests after the change start a fetch of their own, and its
+    answer, possibly older than the change, is not kept."""
+
+    __slots__ = ("event",)
+
+    def __init__(self):
+        self.event = Event()
+
+    def wait(self, timeout):
+        """The body the fetch got, or None (it failed, or took too long)."""
+        try:
+            with eventlet.Timeout(timeout):
+                return self.event.wait()
+        except eventlet.Timeout:
+            return None
+
+    def done(self, body):
+        if not self.event.ready():
+            self.event.send(body)
+
+
+class PageCache:
+    def __init__(self, max_age=DEFAULT_PAGE_SECONDS, max_pages=MAX_PAGES, max_bytes=MAX_PAGE_BYTES,
+                 clock=time.monotonic):
+        self.max_age = max_age
+        self.max_pages = max_pages
+        self.max_bytes = max_bytes
+        self.clock = clock
+        self.entries = OrderedDict()  # customer -> (stored at, body) or a _Pending
+        self.size = 0
+        self.hits = self.misses = 0
+
+    @property
+    def enabled(self):
+        return self.max_age > 0
+
+    def page(self, customer, fetch, wait=5.0):
+        """The JSON bytes of ``customer``'s page: cached, or the answer of
+        a fetch in flight, or ``fetch()``'s (kept unless the page changed
+        meanwhile)."""
+        entry = self.entries.get(customer)
+        if isinstance(entry, _Pending):
+            body = entry.wait(wait)
+            if body is not None:
+                self.hits += 1
+                return body
+        elif entry is not None:
+            stored_at, body = entry
+            if self.clock() - stored_at <= self.max_age:
+                self.entries.move_to_end(customer)
+                self.hits += 1
+                return body
+        self.misses += 1
+        marker = self.begin(customer)
+        body = None
+        try:
+            body = fetch()
+        finally:
+            marker.done(body)
+            self.keep(customer, marker, body)
+        return body
+
+    def begin(self, customer):
+        marker = _Pending()
+        self._drop(customer)
+        self.entries[customer] = marker
+        return marker
+
+    def keep(self, customer, marker, body):
+        """Keep ``body`` unless the page changed since ``begin``."""
+        if self.entries.get(customer) is not marker:
+            return False
+        if body is None or len(body) > self.max_bytes // 4:
+            del self.entries[customer]
+            return False
+        self.entries[customer] = (self.clock(), body)
+        self.entries.move_to_end(customer)
+        self.size += len(body)
+        while len(self.entries) > self.max_pages or self.size > self.max_bytes:
+            self._drop(next(iter(self.entries)))
+        return True
+
+    def invalidate(self, customer):
+        self._drop(customer)
+
+    def _drop(self, customer):
+        entry = self.entries.pop(customer, None)
+        if entry is not None and not isinstance(entry, _Pending):
+            self.size -= len(entry[1])
+
+
+class GatewayCaches(DependencyProvider):
+    """The process's caches, given to every worker."""
+
+    def setup(self):
+        config = self.container.config
+        max_age = config.get("MYPAGE_CACHE_SECONDS")
+        self.caches = Caches(float(DEFAULT_PAGE_SECONDS if max_age in (None, "") else max_age))
+
+    def get_dependency(self, worker_ctx):
+        return self.caches
+
+
+class Caches:
+    def __init__(self, page_seconds=DEFAULT_PAGE_SECONDS):
+        self.books = KnownBooks()
+        self.pages = PageCache(max_age=page_seconds)
