@@ -17,10 +17,11 @@ import subprocess
 import sys
 
 import pytest
+import requests
 
 import gateway.service  # noqa: F401  (declares the routes)
 from gateway.http import ROUTES
-from helpers import Client
+from helpers import Client, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -64,7 +65,9 @@ def test_schemathesis_finds_nothing(seeded, tmp_path, role):
         if result.returncode == 0 or attempt == 2 or not _only_unavailable(output):
             break
         # Every failure a 503: a backend did not answer in time (the broker of a
-        # shared test machine restarted, or a neighbour's load); once more.
+        # shared test machine restarted, or a neighbour's load). Once every
+        # service answers again, once more.
+        _wait_all_healthy(url)
     assert result.returncode == 0, _failures(output)
     assert re.search(r"\d+ generated, \d+ passed", output), output[-3000:]
 
@@ -73,6 +76,18 @@ def _failures(output):
     """The failures section, each line cut short (a fuzzed URL can be 8 KiB)."""
     start = output.find("FAILURES")
     return "\n".join(line[:300] for line in output[start if start >= 0 else 0:].splitlines())[-12000:]
+
+
+def _wait_all_healthy(url, timeout=90):
+    def healthy():
+        try:
+            response = requests.get(url + "/health/ready", timeout=5)
+            checks = response.json().get("checks", {})
+        except (requests.RequestException, ValueError):
+            return False
+        return response.status_code == 200 and all(check.get("status") == "ok" for check in checks.values())
+
+    eventually(healthy, timeout=timeout, interval=1, message="every service healthy again")
 
 
 def _only_unavailable(output):
