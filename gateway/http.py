@@ -20,6 +20,7 @@ status; a stack trace goes to the log, never to the client.
 """
 import json
 import logging
+import socket
 import time
 import uuid
 from functools import partial
@@ -201,6 +202,13 @@ class JsonWebServer(WebServer):
         self.run()
 
     def process_request(self, sock, address):
+        # No Nagle: an answer written in two sends (a MyPage of 30 KB) would
+        # otherwise wait for the client's delayed ACK, 40 ms, on every reuse
+        # of a keep-alive connection (docs/performance.md).
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # not TCP (a test's socket pair)
         state = [address, sock, STATE_IDLE]  # eventlet's connection state, kept to drain it
         self._connections[id(state)] = state
         try:
