@@ -120,15 +120,36 @@ def issue_token(config, username, role):
     return {"access_token": token, "token_type": "bearer", "expires_in": ttl}
 
 
+# Tokens already verified, with what they grant: checking a token's signature
+# and claims is a tenth of a request's cost in the gateway (docs/performance.md),
+# and a client sends the same token on every request. Only what can change
+# with time (expiry, not-before) is checked again on a hit, as PyJWT checks it.
+_VERIFIED = {}  # (secret, token) -> (exp, nbf, iat, username, role)
+MAX_VERIFIED = 10_000
+
+
 def user_from_token(config, token):
+    key = (secret(config), token)
+    hit = _VERIFIED.get(key)
+    if hit is not None:
+        exp, nbf, iat, username, role = hit
+        now = int(time.time())
+        if exp > now and nbf <= now and iat <= now:
+            return {"username": username, "role": role}
+        _VERIFIED.pop(key, None)
     try:
         claims = jwt.decode(
-            token, secret(config), algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
+            token, key[0], algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
             options={"require": ["exp", "iat", "iss", "aud", "sub"]})
     except jwt.PyJWTError:
         return None
     if claims.get("role") not in ROLES or not isinstance(claims.get("sub"), str):
         return None
+    times = (claims["exp"], claims.get("nbf", claims["iat"]), claims["iat"])
+    if all(isinstance(t, int) and not isinstance(t, bool) for t in times):
+        if len(_VERIFIED) >= MAX_VERIFIED:
+            del _VERIFIED[next(iter(_VERIFIED))]
+        _VERIFIED[key] = (*times, claims["sub"], claims["role"])
     return {"username": claims["sub"], "role": claims["role"]}
 
 
