@@ -29,6 +29,7 @@ Versions (the rule; docs/events.md says it for people):
 
 Plain Python and marshmallow only: the domains may import this module.
 """
+import functools
 import re
 import uuid
 from dataclasses import dataclass
@@ -294,6 +295,15 @@ def now_iso():
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
+@functools.lru_cache(maxsize=None)
+def _instance(schema, unknown):
+    """One instance per schema and mode, made once: building a marshmallow
+    schema costs more than validating an event with it (docs/performance.md).
+    Validation keeps no state in the instance, and never yields to another
+    green thread, so workers can share it."""
+    return schema(unknown=unknown)
+
+
 def _spec(event_type):
     spec = TYPES.get(event_type) if isinstance(event_type, str) else None
     if spec is None:
@@ -313,7 +323,7 @@ def make(event_type, correlation_id, **fields_):
         "schema_version": spec.emitted_version,
         **fields_,
     }
-    errors = spec.schema_of(spec.emitted_version)(unknown=RAISE).validate(event)
+    errors = _instance(spec.schema_of(spec.emitted_version), RAISE).validate(event)
     if event["event_type"] != event_type:
         errors.setdefault("event_type", []).append(f"must be {event_type!r}")
     if event["schema_version"] != spec.emitted_version:
@@ -338,7 +348,7 @@ def parse(event_type, payload):
             f"version {version} is not supported here (supported: {sorted(spec.supported)})"]})
     schema = spec.schema_of(version) if version in spec.supported else spec.schema
     try:
-        schema(unknown=EXCLUDE).load(payload)
+        _instance(schema, EXCLUDE).load(payload)
     except ValidationError as error:
         raise InvalidEvent(event_type, error.messages) from None
     if payload.get("event_type") != event_type:
