@@ -51,13 +51,16 @@ shell: deps ## Open a nameko shell on the running system (n.rpc.reservation...)
 chromium: ## Make sure Debian's Chromium is installed (the browser tests drive it)
 	@ops/chromium.sh
 
-test: deps broker chromium ## Run every test (unit, integration, end to end, browser)
+promtool: deps ## Fetch promtool into .venv/bin (the alert rule tests use it; no Prometheus server is installed)
+	@ops/promtool.sh
+
+test: deps broker chromium promtool ## Run every test (unit, integration, end to end, browser)
 	@$(NAMEKO) test tests -q -p no:cacheprovider
 
 test-fast: deps broker ## The inner loop: unit and integration tests only
 	@$(NAMEKO) test tests/unit tests/integration -q -p no:cacheprovider
 
-.PHONY: help deps broker up down start stop status logs shell test test-fast chromium rollout metrics
+.PHONY: help deps broker up down start stop status logs shell test test-fast chromium rollout metrics promtool
 
 docs: deps ## Regenerate docs/asyncapi.json and docs/events.md from the event schemas and contracts
 	@$(PY) -m common.asyncapi > docs/asyncapi.json.tmp && mv docs/asyncapi.json.tmp docs/asyncapi.json
