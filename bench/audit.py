@@ -35,6 +35,16 @@ DELIVERY_FOR = {
 }
 
 
+class Problem(str):
+    """What the audit found wrong, in words; ``kind`` says which guarantee:
+    lost, unsettled, mypage, delivery, duplicate, invariant."""
+
+    def __new__(cls, kind, text):
+        problem = super().__new__(cls, text)
+        problem.kind = kind
+        return problem
+
+
 def stored_reservations(cluster, book_ids):
     """{id: row} of every reservation of these titles, from reservation's database."""
     uri = cluster._process_env()["RESERVATION_DB_URI"]
@@ -59,10 +69,10 @@ def audit(cluster, library, book_ids, accepted=(), customers=None):
     reservations = stored_reservations(cluster, book_ids)
     for rid in accepted:
         if rid not in reservations:
-            problems.append(f"accepted reservation {rid} is lost")
+            problems.append(Problem("lost", f"accepted reservation {rid} is lost"))
     for rid, row in reservations.items():
         if row["status"] == "requested":
-            problems.append(f"reservation {rid} is still requested")
+            problems.append(Problem("unsettled", f"reservation {rid} is still requested"))
 
     pages = {}
     for name, client in (customers or {}).items():
@@ -76,19 +86,20 @@ def audit(cluster, library, book_ids, accepted=(), customers=None):
         if customers is not None:
             view = pages.get(rid)
             if view is None:
-                problems.append(f"reservation {rid} ({status}) is missing from MyPage")
+                problems.append(Problem("mypage", f"reservation {rid} ({status}) is missing from MyPage"))
             elif view["status"] != status:
-                problems.append(f"reservation {rid} is {status} but MyPage says {view['status']}")
+                problems.append(Problem("mypage", f"reservation {rid} is {status} but MyPage says {view['status']}"))
         own = deliveries.get(rid, [])
         if len(own) > 1:
-            problems.append(f"reservation {rid} has {len(own)} deliveries")
+            problems.append(Problem("duplicate", f"reservation {rid} has {len(own)} deliveries"))
         delivery_status = own[0]["status"] if own else None
         if status in DELIVERY_FOR and delivery_status not in DELIVERY_FOR[status]:
-            problems.append(f"reservation {rid} is {status} but its delivery is {delivery_status}")
+            problems.append(Problem("delivery", f"reservation {rid} is {status} but its delivery is {delivery_status}"))
         if customers is not None and rid in pages and status in DELIVERY_FOR:
             shown = pages[rid]["delivery_status"]
             if shown != delivery_status:
-                problems.append(f"reservation {rid}: MyPage shows delivery {shown}, delivery says {delivery_status}")
+                problems.append(Problem(
+                    "mypage", f"reservation {rid}: MyPage shows delivery {shown}, delivery says {delivery_status}"))
 
     with rpc(cluster.amqp_uri) as services:
         for book_id in book_ids:
@@ -97,15 +108,17 @@ def audit(cluster, library, book_ids, accepted=(), customers=None):
             live = sum(1 for row in mine if row["status"] in LIVE)
             waiting = sum(1 for row in mine if row["status"] == "waitlisted")
             if inventory["stock"] < 0 or inventory["stock"] + live != inventory["stocked"]:
-                problems.append(f"title {book_id}: stock {inventory['stock']} + live {live} "
-                                f"!= stocked {inventory['stocked']}")
+                problems.append(Problem("invariant", f"title {book_id}: stock {inventory['stock']} + live {live} "
+                                                     f"!= stocked {inventory['stocked']}"))
             if inventory["allocated"] != live:
-                problems.append(f"title {book_id}: {inventory['allocated']} copies allocated, {live} live")
+                problems.append(Problem("invariant", f"title {book_id}: {inventory['allocated']} copies allocated, "
+                                                     f"{live} live"))
             if inventory["waiting"] != waiting:
-                problems.append(f"title {book_id}: product has {inventory['waiting']} waiting, "
-                                f"reservation {waiting} waitlisted")
+                problems.append(Problem("invariant", f"title {book_id}: product has {inventory['waiting']} waiting, "
+                                                     f"reservation {waiting} waitlisted"))
             if inventory["stock"] > 0 and inventory["waiting"] > 0:
-                problems.append(f"title {book_id}: {inventory['stock']} in stock while {waiting} wait")
+                problems.append(Problem("invariant", f"title {book_id}: {inventory['stock']} in stock while "
+                                                     f"{waiting} wait"))
     return problems
 
 
