@@ -131,7 +131,7 @@ class GatewayService:
     @api("POST", "/books/<int(max=2147483647):book_id>/stock", roles={"librarian"}, body=schemas.Restock, tag="books")
     def add_stock(self, request, user, book_id, body):
         """Stock more copies of a title; waiting reservations are served first."""
-        return self.product.add_stock(book_id, body["quantity"])
+        return self.product.add_stock(book_id, body["quantity"], request_id=f"request:{uuid.uuid4()}")
 
     @api("GET", "/books", query=schemas.Page, tag="books")
     def list_books(self, request, query):

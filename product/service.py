@@ -32,9 +32,13 @@ class ProductService(ServiceBase):
             return book.to_dict()
 
     @rpc
-    def add_stock(self, book_id, quantity):
+    def add_stock(self, book_id, quantity, request_id=None):
+        """``request_id``: a request delivered twice (the broker redelivers
+        one whose answer a crash cut off) stocks its copies once."""
         with self.store.transaction() as tx:
             book = self._title(tx.session, book_id, for_update=True)
+            if request_id and not tx.first_time({"event_id": request_id}, "add_stock"):
+                return book.to_dict()
             waitlist = models.waitlist(tx.session, book_id, limit=book.stock + quantity)
             caused = book.add_copies(quantity, waitlist)
             tx.emit("book_restocked", book_id=book_id, quantity=quantity, stock=book.stock)

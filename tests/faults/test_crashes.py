@@ -7,7 +7,7 @@ import pytest
 
 from bench.audit import stored_reservations
 from chaos import Burst, health, new_customer, parked, settle, unpublished
-from helpers import eventually
+from helpers import eventually, rpc
 from ops.run import BACKENDS
 
 pytestmark = pytest.mark.e2e
@@ -88,3 +88,20 @@ def test_a_request_redelivered_after_a_crash_creates_one_reservation(system, lib
     else:  # or it did not, and the client may retry with a key
         assert response.status_code == 503
     settle(system, library, [book["id"]], [], {customer.username: customer})
+
+
+def test_a_restock_redelivered_after_a_crash_stocks_once(system, library):
+    book = library.new_book(copies=1)
+    system.stop("product")
+    system.env["BOOKRENTAL_FAULT"] = "crash-before-publish"
+    try:
+        system.start("product")
+    finally:
+        del system.env["BOOKRENTAL_FAULT"]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(library.librarian.post, f"/books/{book['id']}/stock", json={"quantity": 2})
+        eventually(lambda: not system.pids("product"), message="product died after its commit")
+        system.start("product")
+        assert answer.result().status_code in (200, 503)
+    with rpc(system.amqp_uri) as services:
+        assert services.product.inventory(book["id"])["stocked"] == 3
