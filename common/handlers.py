@@ -97,6 +97,10 @@ class ReliableEventHandler(EventHandler):
         self.publisher.publish(message.payload, exchange=exchange, routing_key=routing_key, headers=headers)
 
 
+def _service_name(service):
+    return getattr(service, "name", None) or type(service).__name__
+
+
 def _event_id(message):
     payload = message.payload
     return payload.get("event_id") if isinstance(payload, dict) else None
@@ -116,15 +120,15 @@ def handles(source_service, event_type):
                 with self.store.transaction() as tx:
                     if not tx.first_time(event, name):
                         log.info("%s %s already applied", event_type, event["event_id"])
-                        EVENTS_HANDLED.labels(self.name, event_type, "duplicate").inc()
+                        EVENTS_HANDLED.labels(_service_name(self), event_type, "duplicate").inc()
                         return
                     method(self, tx, event)
             except Exception as error:
                 if is_duplicate(error):  # a twin delivered at the same moment won
-                    EVENTS_HANDLED.labels(self.name, event_type, "duplicate").inc()
+                    EVENTS_HANDLED.labels(_service_name(self), event_type, "duplicate").inc()
                     return
                 raise
-            EVENTS_HANDLED.labels(self.name, event_type, "applied").inc()
+            EVENTS_HANDLED.labels(_service_name(self), event_type, "applied").inc()
             log.info("applied %s", event_type, extra={
                 "event_id": event["event_id"], "reservation_id": event.get("reservation_id")})
 
