@@ -100,11 +100,11 @@ class Worker(threading.Thread):
 
     def reserve(self):
         customer = self.random.choice(self.customers)
-        key = str(uuid.uuid4())
+        # A retry is the same request again: same key, same body.
+        key, book_id = str(uuid.uuid4()), self.random.choice(self.books)
         for attempt in range(RESERVE_RETRIES + 1):
             response, status = call(self.stats, "reserve", customer, "POST", "/reservations",
-                                    json={"book_id": self.random.choice(self.books)},
-                                    headers={"Idempotency-Key": key})
+                                    json={"book_id": book_id}, headers={"Idempotency-Key": key})
             if status == 202:
                 rid = response.json()["id"]
                 with self.stats.lock:

@@ -6,7 +6,6 @@ import time
 import pytest
 
 from chaos import health, new_customer, settle
-from helpers import eventually
 
 pytestmark = pytest.mark.e2e
 
