@@ -14,7 +14,6 @@ import eventlet
 from kombu import Connection
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.dependency_providers import Config
-from nameko.events import BROADCAST, event_handler
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import safe_join
 from werkzeug.wrappers import Response
@@ -27,6 +26,7 @@ from common.store import Store
 from gateway import auth, models, openapi, schemas
 from gateway.domain import Account
 from gateway.cache import GatewayCaches
+from gateway.inline import inline_event_handler
 from gateway.live import LiveHub, change, stream_response, token_expiry
 from gateway.http import Unauthorized, api, json_response
 
@@ -236,7 +236,7 @@ class GatewayService:
         user = self.live_pages.redeem_ticket(self.config, query["ticket"])
         return stream_response(request, self.live_pages.subscribe(user["username"], user["until"]))
 
-    @event_handler("mypage", "mypage_changed", handler_type=BROADCAST, reliable_delivery=False)
+    @inline_event_handler("mypage", "mypage_changed", uses=("caches", "live_pages"))  # no worker: gateway.inline
     def on_mypage_changed(self, event):
         """Every replica hears every change and pushes it to its own streams."""
         if isinstance(event, dict) and isinstance(event.get("customer"), str):
