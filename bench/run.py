@@ -368,6 +368,7 @@ def run_bench(args):
 
             log("POST /reservations, closed loop: the front door, and end to end under overload")
             accepted_before, cpu_before = observer.accepted(), cpu_seconds(system.pids())
+            per_service_before = {name: cpu_seconds(system.pids(name)) for name in BACKENDS + ["gateway"]}
             with observer:
                 start = time.time()
                 reserve = measured({"url": system.url, "method": "POST", "path": "/reservations",
@@ -377,8 +378,12 @@ def run_bench(args):
                 end = time.time()
             overload = analyse(observer.samples, start, end)
             overload["drain_s"] = observer.drain()
+            reservations = max(1, observer.accepted() - accepted_before)
             overload["cpu_ms_per_reservation"] = round(
-                (cpu_seconds(system.pids()) - cpu_before) * 1000 / max(1, observer.accepted() - accepted_before), 2)
+                (cpu_seconds(system.pids()) - cpu_before) * 1000 / reservations, 2)
+            overload["cpu_ms_per_reservation_by_service"] = {
+                name: round((cpu_seconds(system.pids(name)) - before) * 1000 / reservations, 2)
+                for name, before in per_service_before.items()}
             results["reserve"], results["overload"] = reserve, overload
             log(f"  accepted {reserve['rps']:.0f}/s, processed {overload['processed_per_s']}/s")
 
@@ -490,6 +495,10 @@ def table(results):
         cpu=cpu(overload.get("cpu_ms_per_reservation"), rpc["cpu_ms_per_request"]))
     growing = ", ".join(f"{k} +{v}/s" for k, v in overload["growing_queues"].items()) or "none"
     rows.append(("  queues growing under overload", growing[:70], "", "", "", "", ""))
+    by_service = overload.get("cpu_ms_per_reservation_by_service") or {}
+    if by_service:
+        rows.append(("  CPU ms per reservation, by service",
+                     ", ".join(f"{k} {v:.1f}" for k, v in by_service.items()), "", "", "", "", ""))
     sustained = results["sustained"]
     if sustained:
         row("end to end sustained (no growing backlog)", sustained["processed_per_s"], "/s", rpc["rps"],
