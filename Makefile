@@ -57,6 +57,15 @@ promtool: deps ## Fetch promtool into .venv/bin (the alert rule tests use it; no
 test: deps broker chromium promtool ## Run every test (unit, integration, end to end, browser)
 	@$(NAMEKO) test tests -q -p no:cacheprovider
 
+migrate: deps ## Migrate every SQL database in config.yml to the newest schema [SERVICE=name]
+	@$(PY) -m common.migrate upgrade $(SERVICE)
+
+revision: deps ## Write the next migration of SERVICE=name from its models: MESSAGE="what changes"
+	@test -n "$(SERVICE)" || { echo "usage: make revision SERVICE=name MESSAGE='what changes'"; exit 2; }
+	@$(PY) -m common.migrate revision $(SERVICE) -m "$(or $(MESSAGE),change)"
+
+.PHONY: migrate revision
+
 test-fast: deps broker ## The inner loop: unit and integration tests only
 	@$(NAMEKO) test tests/unit tests/integration -q -p no:cacheprovider
 

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+import zlib
 from contextlib import contextmanager
 
 import eventlet
@@ -23,11 +24,11 @@ from nameko.amqp.publish import Publisher
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.standalone.events import get_event_exchange
 from nameko_sqlalchemy.database import DB_URIS_KEY, Database
-from sqlalchemy import Column, Float, Integer, String, Text, create_engine, event, select, text
+from sqlalchemy import Column, Float, Integer, MetaData, String, Text, create_engine, event, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
 
-from common import correlation, errors, events
+from common import correlation, errors, events, migrate
 from common.metrics import OUTBOX_FAILURES, OUTBOX_PUBLISHED
 from common.rpc import DEADLINE
 
@@ -42,11 +43,22 @@ PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, 
 FAULT = os.environ.get("BOOKRENTAL_FAULT", "")
 
 
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
 def declare_base():
     """A declarative base for one service, with the tables every service has."""
 
     class Base(DeclarativeBase):
-        pass
+        # Constraints get predictable names on every database, so a later
+        # migration can name the one it drops or changes.
+        metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
     class OutboxEvent(Base):
         __tablename__ = "outbox"
@@ -126,6 +138,14 @@ def _sqlite_engine(uri, immediate):
     return engine
 
 
+def engine_for(uri, write=True):
+    """The engine a ``Store`` uses for ``uri``: on SQLite, a writer's
+    transactions begin with ``BEGIN IMMEDIATE``; a reader's with ``BEGIN``."""
+    if uri.startswith("sqlite"):
+        return _sqlite_engine(uri, immediate=write)
+    return create_engine(uri, pool_pre_ping=True, pool_size=20, max_overflow=20)
+
+
 class Store(Database):
     """nameko-sqlalchemy's Database, plus the outbox and its relay."""
 
@@ -134,28 +154,18 @@ class Store(Database):
     stop_timeout = 10.0  # seconds a stop waits for the relay's sweep in progress
     retention = 7 * 24 * 3600  # how long applied-event ids and sent events are kept
 
-    def __init__(self, base):
+    def __init__(self, base, migrations=None):
         super().__init__(base)
         self.base = base
+        # The package whose migrations/ makes the schema; by default the
+        # service's own (product.service:ProductService -> product/migrations).
+        self.migrations = migrations
 
     def setup(self):
         service_name = self.container.service_name
         config = self.container.config
         self.db_uri = config[DB_URIS_KEY][f"{service_name}:{self.base.__name__}"]
-        self.is_sqlite = self.db_uri.startswith("sqlite")
-        if self.is_sqlite:
-            self.engine = _sqlite_engine(self.db_uri, immediate=True)
-            self.read_engine = _sqlite_engine(self.db_uri, immediate=False)
-        else:
-            self.engine = create_engine(self.db_uri, pool_pre_ping=True, pool_size=20, max_overflow=20)
-            self.read_engine = self.engine
-        self.Session = sessionmaker(bind=self.engine, expire_on_commit=False)
-        self.ReadSession = sessionmaker(bind=self.read_engine)
-        # SQLite has one writer per file anyway; queueing writers here, as
-        # green threads, keeps one from blocking the whole process in
-        # SQLite's busy handler while another holds the lock.
-        self.write_lock = Semaphore(1) if self.is_sqlite else None
-        self.create_schema()
+        self.setup_database()
         self.exchange = get_event_exchange(service_name, config)
         self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], serializer="json", retry_policy=PUBLISH_RETRY)
         # The exchange is declared with the first publish, and again after a
@@ -167,8 +177,33 @@ class Store(Database):
         self._marks = None  # the _Marks that workers publishing now join (see _mark_published)
         self._marking = Semaphore(1)
 
+    def setup_database(self):
+        """The database side of ``setup``: engines, sessions, the writers'
+        turn and the schema (mypage.views.RedisViewStore has its own)."""
+        self.is_sqlite = self.db_uri.startswith("sqlite")
+        self.engine = engine_for(self.db_uri)
+        self.read_engine = engine_for(self.db_uri, write=False) if self.is_sqlite else self.engine
+        self.Session = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self.ReadSession = sessionmaker(bind=self.read_engine)
+        # Writers of one service take turns, as one writer per database is
+        # what the services are written for (a handler reads, decides, then
+        # writes). SQLite: BEGIN IMMEDIATE. PostgreSQL: every write
+        # transaction first takes the service's advisory lock (see
+        # transaction), so replicas take turns too; reads never wait.
+        # Queueing this process's writers here, as green threads, keeps one
+        # from holding a connection (or SQLite's busy handler) while it waits.
+        self.write_lock = Semaphore(1)
+        self.serial_key = _advisory_key(f"bookrental-writer:{self.container.service_name}") if self._postgres() else None
+        self.create_schema()
 
     def create_schema(self):
+        """Migrate the database to the newest revision of the service's
+        migrations (common.migrate: one replica migrates, the others wait).
+        A store with no migrations (a test's) gets ``create_all``."""
+        package = self.migrations or self.container.service_cls.__module__.split(".")[0]
+        if migrate.has_migrations(package):
+            migrate.upgrade(package, self.engine)
+            return
         for attempt in range(5):
             try:
                 self.base.metadata.create_all(self.engine)
@@ -208,6 +243,12 @@ class Store(Database):
 
     # -- transactions ---------------------------------------------------
 
+    def _postgres(self):
+        if self.engine.dialect.name != "postgresql":
+            return False
+        _green_psycopg2()
+        return True
+
     @contextmanager
     def transaction(self, deadline=None):
         lock = self.write_lock or _NoLock
@@ -215,6 +256,8 @@ class Store(Database):
             session = self.Session()
             tx = Transaction(session, self.base)
             try:
+                if self.serial_key is not None:
+                    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self.serial_key})
                 yield tx
                 if deadline is not None and time.time() > float(deadline):
                     # Whoever asked has been told "unavailable, nothing
@@ -299,17 +342,22 @@ class Store(Database):
         with self.engine.begin() as connection:  # SQL core: no ORM session for one UPDATE
             connection.execute(outbox.update().where(outbox.c.seq.in_(seqs)).values(published_at=time.time()))
 
-    def relay_pending(self, older_than=None, batch=500):
+    def _unpublished(self, cutoff, batch):
+        """Outbox rows (seq, type, event) written before ``cutoff`` and not yet sent."""
         Outbox = self.base.OutboxEvent
-        cutoff = time.time() - (self.relay_grace if older_than is None else older_than)
         with self.reading() as session:
             rows = session.execute(
                 select(Outbox.seq, Outbox.event_type, Outbox.payload)
                 .where(Outbox.published_at.is_(None), Outbox.created_at <= cutoff)
                 .order_by(Outbox.seq).limit(batch)).all()
+        return [(seq, kind, json.loads(payload)) for seq, kind, payload in rows]
+
+    def relay_pending(self, older_than=None, batch=500):
+        cutoff = time.time() - (self.relay_grace if older_than is None else older_than)
+        rows = self._unpublished(cutoff, batch)
         if not rows:
             return 0
-        published = self.publish([(seq, kind, json.loads(payload)) for seq, kind, payload in rows])
+        published = self.publish(rows)
         log.info("outbox relay published %d left-over events", published)
         return published
 
@@ -346,6 +394,28 @@ class Store(Database):
             stopped = getattr(self, "_relay_stopped", None)
             if stopped is not None and not stopped.ready():
                 stopped.send()
+
+
+def _advisory_key(name):
+    """A PostgreSQL advisory lock key (signed 64-bit) for ``name``."""
+    return zlib.crc32(name.encode()) - 2 ** 31
+
+
+def _green_psycopg2():
+    """Make psycopg2 wait for the server as a green thread, not as the
+    process. ``nameko run`` (eventlet.monkey_patch()) already does; this
+    covers a process that patched eventlet without it. Measured in
+    tests/storage/bench_psycogreen.py: without it, a query waiting 1 s for a
+    lock stops the whole replica for 1 s (no RPC, no heartbeat)."""
+    if not eventlet.patcher.is_monkey_patched("socket"):
+        return  # not an eventlet process: threads, where blocking is right
+    from psycopg2 import extensions
+
+    if extensions.get_wait_callback() is None:
+        from eventlet.support import psycopg2_patcher
+
+        psycopg2_patcher.make_psycopg_green()
+        log.info("psycopg2 made green (eventlet wait callback)")
 
 
 @functools.lru_cache(maxsize=None)
