@@ -5,14 +5,16 @@ titles; RPC for the gateway to read a customer's page. It never calls
 another service: while one is down, MyPage shows what it last heard, and
 catches up on everything it missed when it comes back (its queues are
 durable). Each change is announced as ``mypage_changed`` for live pages.
+
+Its views are kept in SQL or in Redis, as ``MYPAGE_DB_URI`` says; the code
+below is the same for both (see ``mypage.views``).
 """
 import logging
 
 from common.handlers import handles
 from common.rpc import rpc
 from common.service import ServiceBase
-from common.store import Store
-from mypage import models
+from mypage import models, views
 from mypage.domain import ReservationView
 
 log = logging.getLogger(__name__)
@@ -31,17 +33,17 @@ def _view_handler(source, event_type):
 class MyPageService(ServiceBase):
     name = "mypage"
 
-    store = Store(models.Base)
+    store = views.ViewStore(models.Base)
 
     @rpc
     def get(self, customer):
-        with self.store.reading() as session:
-            rows = models.for_customer(session, customer, MAX_RESERVATIONS)
+        with self.store.reading() as reader:
+            rows = views.reading(reader).for_customer(customer, MAX_RESERVATIONS)
             return {"customer": customer, "reservations": [view.to_dict(title) for view, title in rows]}
 
     @handles("product", "book_registered")
     def on_book_registered(self, tx, event):
-        models.save_title(tx.session, event["book_id"], event["title"])
+        views.writing(tx).save_title(event["book_id"], event["title"])
 
     on_reservation_requested = _view_handler("reservation", "reservation_requested")
     on_reservation_waitlisted = _view_handler("reservation", "reservation_waitlisted")
@@ -56,10 +58,10 @@ class MyPageService(ServiceBase):
     on_delivery_canceled = _view_handler("delivery", "delivery_canceled")
 
     def _apply(self, tx, event):
-        view = models.find(tx.session, event["reservation_id"])
+        port = views.writing(tx)
+        view = port.get(event["reservation_id"])
         if view is None:
-            view = ReservationView(event["reservation_id"], event["customer"], event["book_id"])
-            tx.session.add(view)
+            view = port.add(ReservationView(event["reservation_id"], event["customer"], event["book_id"]))
         if view.apply(event):
             tx.emit("mypage_changed", reservation_id=view.reservation_id, book_id=view.book_id,
                     customer=view.customer, status=view.status, delivery_status=view.delivery_status)

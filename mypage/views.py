@@ -1,0 +1,331 @@
+"""MyPage's view store: one small port, two adapters, chosen by a URI.
+
+The port is what ``mypage.service`` asks of a store of views, inside a
+handler's transaction (``writing(tx)``) or for a page (``reading(reader)``):
+
+    get(reservation_id) -> ReservationView or None     add(view) -> view
+    save_title(book_id, title)                         for_customer(customer, limit) -> [(view, title)]
+
+A view changed in place is saved with the transaction, as the SQL session
+does, so ``mypage.domain`` and the service code are the same on both.
+
+- **SQL** (``MYPAGE_DB_URI=sqlite:///...`` or ``postgresql+psycopg2://...``):
+  ``common.store.Store``; views, titles, the outbox and the applied-event log
+  are tables of one database, written in one transaction.
+- **Redis** (``MYPAGE_DB_URI=redis://host:6379/0?prefix=bookrental:mypage``):
+  ``RedisViewStore``. Everything a handler writes is in Redis, so that it is
+  written in **one** ``MULTI``/``EXEC``: the applied-event marker, the view,
+  the customer's index and the events it emits (the outbox, a sorted set).
+  Every key read is ``WATCH``ed first; if another replica changed one before
+  ``EXEC``, nothing is written and the handler fails with ``ViewConflict``, so
+  the event is retried (``common.handlers``) against the new state. Emitted
+  events are published after ``EXEC`` and then removed from the outbox; the
+  relay every replica runs publishes those a crash left behind, exactly as
+  for SQL. No SQL database takes part: a change and its event can never be
+  split between two stores.
+
+Keys (``P`` is the prefix, ``bookrental:mypage`` unless the URI's ``prefix``
+says otherwise): ``P:view:<reservation_id>`` (JSON), ``P:customer:<name>``
+(sorted set of reservation ids by creation time), ``P:title:<book_id>``,
+``P:processed:<handler>:<event_id>`` (expires after ``Store.retention``),
+``P:outbox`` (sorted set of events by creation time).
+"""
+import json
+import logging
+import time
+from contextlib import contextmanager
+from datetime import datetime
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import eventlet
+from eventlet.semaphore import Semaphore
+from nameko.extensions import DependencyProvider
+from nameko_sqlalchemy.database import DB_URIS_KEY
+
+from common import correlation, errors, events
+from common.store import Store
+from mypage import models
+from mypage.domain import ReservationView
+
+log = logging.getLogger(__name__)
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+DEFAULT_PREFIX = "bookrental:mypage"
+VIEW_FIELDS = ("reservation_id", "customer", "book_id", "status", "delivery_status",
+               "created_at", "updated_at", "history")
+
+
+def is_redis(uri):
+    return uri.split("://", 1)[0] in REDIS_SCHEMES
+
+
+class ViewConflict(Exception):
+    """Another replica changed what this transaction read; retry the event."""
+
+
+# -- the port, over SQL ---------------------------------------------------
+
+
+class SqlViews:
+    def __init__(self, session, for_update=False):
+        self.session = session
+        self.for_update = for_update
+
+    def get(self, reservation_id):
+        # PostgreSQL: the row stays locked until the commit, so two replicas
+        # applying two events to one view take turns (SQLite: already serial).
+        if self.for_update:
+            return self.session.get(ReservationView, reservation_id, with_for_update=True)
+        return models.find(self.session, reservation_id)
+
+    def add(self, view):
+        self.session.add(view)
+        return view
+
+    def save_title(self, book_id, title):
+        models.save_title(self.session, book_id, title)
+
+    def for_customer(self, customer, limit):
+        return models.for_customer(self.session, customer, limit)
+
+
+def writing(tx):
+    """The port inside a handler's transaction (SQL or Redis)."""
+    return tx.views if isinstance(tx, RedisTransaction) else SqlViews(tx.session, for_update=True)
+
+
+def reading(reader):
+    """The port over what ``store.reading()`` gave (a session or Redis)."""
+    return reader if isinstance(reader, RedisViews) else SqlViews(reader)
+
+
+# -- the port, over Redis -------------------------------------------------
+
+
+def _score(at):
+    try:
+        return datetime.fromisoformat(at).timestamp() if at else 0.0
+    except ValueError:
+        return 0.0
+
+
+def _dump(view):
+    return json.dumps({name: getattr(view, name) for name in VIEW_FIELDS}, sort_keys=True)
+
+
+def _load(raw):
+    data = json.loads(raw)
+    view = ReservationView(data["reservation_id"], data["customer"], data["book_id"])
+    for name in VIEW_FIELDS[3:]:
+        setattr(view, name, data[name])
+    return view
+
+
+class RedisViews:
+    """The port over Redis. Inside a transaction, reads go through the
+    transaction's pipeline and are WATCHed; the views it hands out are
+    written at EXEC if they changed."""
+
+    def __init__(self, client, prefix, tx=None):
+        self.client = client
+        self.prefix = prefix
+        self.tx = tx
+        self._views = {}  # reservation_id -> (view, JSON as read or None)
+
+    def key(self, *parts):
+        return ":".join([self.prefix, *(str(part) for part in parts)])
+
+    def _read(self, key):
+        if self.tx is not None:
+            self.tx.pipe.watch(key)
+            return self.tx.pipe.get(key)
+        return self.client.get(key)
+
+    def get(self, reservation_id):
+        if reservation_id in self._views:
+            return self._views[reservation_id][0]
+        raw = self._read(self.key("view", reservation_id))
+        if raw is None:
+            return None
+        view = _load(raw)
+        self._views[reservation_id] = (view, raw.decode() if isinstance(raw, bytes) else raw)
+        return view
+
+    def add(self, view):
+        self._views[view.reservation_id] = (view, None)
+        return view
+
+    def save_title(self, book_id, title):
+        if self._read(self.key("title", book_id)) is None:
+            self.tx.later(lambda pipe: pipe.set(self.key("title", book_id), title))
+
+    def for_customer(self, customer, limit):
+        ids = [i.decode() for i in self.client.zrevrange(self.key("customer", customer), 0, limit - 1)]
+        if not ids:
+            return []
+        raws = self.client.mget([self.key("view", i) for i in ids])
+        found = [_load(raw) for raw in raws if raw is not None]
+        titles = self.client.mget([self.key("title", view.book_id) for view in found]) if found else []
+        rows = [(view, title.decode() if title is not None else None) for view, title in zip(found, titles)]
+        return list(reversed(rows))
+
+    def write_changed(self, pipe):
+        for view, as_read in self._views.values():
+            raw = _dump(view)
+            if raw != as_read:
+                pipe.set(self.key("view", view.reservation_id), raw)
+                pipe.zadd(self.key("customer", view.customer), {view.reservation_id: _score(view.created_at)})
+
+
+class RedisTransaction:
+    """What a handler writes through on Redis: the same ``first_time`` and
+    ``emit`` as ``common.store.Transaction``, and the views."""
+
+    def __init__(self, store, pipe):
+        self.store = store
+        self.pipe = pipe
+        self.views = RedisViews(store.client, store.prefix, tx=self)
+        self.emitted = []  # (outbox member, event)
+        self._writes = []
+
+    def later(self, write):
+        self._writes.append(write)
+
+    def first_time(self, event, handler):
+        key = self.views.key("processed", handler, event["event_id"])
+        self.pipe.watch(key)
+        if self.pipe.exists(key):
+            return False
+        self.later(lambda pipe: pipe.set(key, time.time(), ex=int(self.store.retention)))
+        return True
+
+    def emit(self, event_type, **fields):
+        event = events.make(event_type, correlation.current(), **fields)
+        self.emitted.append((json.dumps(event, sort_keys=True), event))
+        return event
+
+    def commit(self):
+        pipe = self.pipe
+        pipe.multi()
+        for write in self._writes:
+            write(pipe)
+        self.views.write_changed(pipe)
+        if self.emitted:
+            now = time.time()
+            pipe.zadd(self.store.outbox_key, {member: now for member, _ in self.emitted})
+        if len(pipe):
+            pipe.execute()  # raises WatchError if a watched key changed
+        else:
+            pipe.reset()
+
+
+class RedisViewStore(Store):
+    """``common.store.Store`` on Redis: the same transaction, outbox, relay
+    and health, for MyPage's views (no SQL, no migrations)."""
+
+    def setup_database(self):
+        import redis
+
+        url, self.prefix = split_prefix(self.db_uri)
+        self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3,
+                                           health_check_interval=30)
+        self.outbox_key = f"{self.prefix}:outbox"
+        self.is_sqlite = False
+        # One writer at a time in this process (a transaction is a few round
+        # trips); other replicas are kept out of the way by WATCH.
+        self.write_lock = Semaphore(1)
+
+    def stop(self):
+        """Like ``Store.stop``: the relay finishes its sweep, then the client closes."""
+        self._stopping = True
+        stopped = getattr(self, "_relay_stopped", None)
+        if stopped is not None:
+            with eventlet.Timeout(self.stop_timeout, False):
+                stopped.wait()
+        self.client.close()
+
+    def kill(self):
+        self._stopping = True
+        self.client.close()
+
+    @contextmanager
+    def transaction(self, deadline=None):
+        import redis
+
+        with self.write_lock:
+            with self.client.pipeline(transaction=True) as pipe:
+                tx = RedisTransaction(self, pipe)
+                yield tx
+                if deadline is not None and time.time() > float(deadline):
+                    raise errors.Unavailable("the caller gave up before this could be saved")
+                try:
+                    tx.commit()
+                except redis.WatchError:
+                    raise ViewConflict("a view changed under this event; it will be retried") from None
+        if tx.emitted:
+            self.publish([(member, event["event_type"], event) for member, event in tx.emitted])
+
+    @contextmanager
+    def reading(self):
+        yield RedisViews(self.client, self.prefix)
+
+    def ping(self):
+        self.client.ping()
+
+    def backlog(self):
+        return self.client.zcard(self.outbox_key)
+
+    def _mark_published(self, sent):
+        self.client.zrem(self.outbox_key, *sent)
+
+    def _unpublished(self, cutoff, batch):
+        members = self.client.zrangebyscore(self.outbox_key, "-inf", cutoff, start=0, num=batch)
+        rows = []
+        for member in members:
+            event = json.loads(member)
+            rows.append((member, event["event_type"], event))
+        return rows
+
+    def prune(self):
+        pass  # applied-event markers expire by themselves; sent events are removed
+
+
+def view_uri(config, service_name, base):
+    return config[DB_URIS_KEY][f"{service_name}:{base.__name__}"]
+
+
+def split_prefix(uri):
+    """``redis://h:p/0?prefix=x`` -> (``redis://h:p/0``, ``x``)."""
+    parts = urlsplit(uri)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((value for key, value in query if key == "prefix"), DEFAULT_PREFIX)
+    rest = urlencode([(key, value) for key, value in query if key != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix
+
+
+class ViewStore(DependencyProvider):
+    """MyPage's store: ``RedisViewStore`` when its URI is ``redis://``,
+    ``rediss://`` or ``unix://``, else the SQL ``Store``; the workers get the
+    same ``StoreHandle`` either way."""
+
+    def __init__(self, base):
+        self.base = base
+        self.impl = None
+
+    def setup(self):
+        uri = view_uri(self.container.config, self.container.service_name, self.base)
+        self.impl = (RedisViewStore if is_redis(uri) else Store)(self.base)
+        self.impl.container = self.container
+        self.impl.setup()
+
+    def start(self):
+        self.impl.start()
+
+    def stop(self):
+        self.impl.stop()
+
+    def kill(self):
+        self.impl.kill()
+
+    def get_dependency(self, worker_ctx):
+        return self.impl.get_dependency(worker_ctx)
