@@ -1,0 +1,70 @@
+"""Staff accounts, for an operator: ``python -m gateway.accounts``.
+
+Outside the development profile there are no demo accounts, and sign-up only
+ever makes customers; librarians and couriers are created here, by someone
+with access to the gateway's database. The password is read from the
+terminal (or from standard input when it is not one), never from the command
+line, where it would land in shell history and process lists.
+
+    python -m gateway.accounts create ada --role librarian
+    python -m gateway.accounts list
+"""
+import argparse
+import getpass
+import os
+import sys
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from common import migrate
+from common.probe import load_config
+from common.store import engine_for
+from gateway import auth, models
+from gateway.domain import Account
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _session(config_path):
+    config = load_config(config_path)
+    engine = engine_for(config["DB_URIS"]["gateway:Base"])
+    migrate.upgrade("gateway", engine)  # the same schema the gateway makes
+    return Session(engine)
+
+
+def _password():
+    if sys.stdin.isatty():
+        first, second = getpass.getpass("password: "), getpass.getpass("again: ")
+        if first != second:
+            sys.exit("the two passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Create and list staff accounts.")
+    parser.add_argument("--config", default=os.path.join(ROOT, "config.yml"))
+    commands = parser.add_subparsers(dest="command", required=True)
+    create = commands.add_parser("create", help="create an account (the password is asked for)")
+    create.add_argument("username")
+    create.add_argument("--role", choices=auth.ROLES, required=True)
+    commands.add_parser("list", help="list the accounts and their roles")
+    args = parser.parse_args(argv)
+
+    with _session(args.config) as session:
+        if args.command == "list":
+            for account in session.scalars(select(Account).order_by(Account.username)):
+                print(f"{account.username}\t{account.role}")
+            return
+        if models.find(session, args.username) is not None:
+            sys.exit(f"{args.username} exists already")
+        password = _password()
+        auth.check_new_password(args.username, password)
+        session.add(Account(args.username, auth.hash_password(password), args.role))
+        session.commit()
+        print(f"{args.username} ({args.role}) created")
+
+
+if __name__ == "__main__":
+    main()
