@@ -73,12 +73,19 @@ def verify(account, password):
     return check_password(password, account.password_hash)
 
 
+def _only_the_username(password, username):
+    """"dave", "dave-dave" or "dave1234!" for dave: nothing but the name,
+    repeated or dressed up with digits and punctuation."""
+    rest = password.replace(username, "") if username else password
+    return rest != password and not any(character.isalpha() for character in rest)
+
+
 def check_new_password(username, password):
     problems = []
     if len(password) < MIN_PASSWORD:
         problems.append(f"use at least {MIN_PASSWORD} characters")
     lowered = password.lower()
-    if username.lower() in lowered or lowered in COMMON_PASSWORDS or len(set(password)) < 4:
+    if _only_the_username(lowered, username.lower()) or lowered in COMMON_PASSWORDS or len(set(password)) < 4:
         problems.append("this password is too easy to guess")
     if problems:
         raise BadRequest("the password is too weak", password=problems)

@@ -1,5 +1,5 @@
 """How accounts are stored."""
-from sqlalchemy import Column, String, Table
+from sqlalchemy import Column, String, Table, func, select
 
 from common.store import declare_base
 from gateway.domain import Account
@@ -17,3 +17,9 @@ Base.registry.map_imperatively(Account, accounts)
 
 def find(session, username):
     return session.get(Account, username)
+
+
+def name_taken(session, username):
+    """Taken in any case: "Alice" next to "alice" would pass for her."""
+    return session.scalar(select(func.count()).select_from(accounts)
+                          .where(func.lower(accounts.c.username) == username.lower())) > 0

@@ -39,10 +39,11 @@ class Credentials(Request):
 
 
 class Registration(Request):
-    # Lowercase only: "Alice" next to "alice" would be a look-alike of someone else.
+    # Any case, but unique in every case (gateway.models.name_taken): "Alice"
+    # next to "alice" would pass for her.
     username = fields.String(required=True, validate=validate.Regexp(
-        r"^[a-z0-9][a-z0-9_.-]{1,31}$",
-        error="2 to 32 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"))
+        r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,31}$",
+        error="2 to 32 letters, digits, '.', '_' or '-', starting with a letter or digit"))
     password = fields.String(required=True, validate=validate.Length(min=1, max=256), load_only=True)
 
 

@@ -113,7 +113,7 @@ class GatewayService:
         """Sign up as a customer."""
         try:
             with self.store.transaction() as tx:
-                taken = models.find(tx.session, body["username"]) is not None
+                taken = models.name_taken(tx.session, body["username"])
                 account = Account.sign_up(body["username"], body["password"], taken)
                 tx.session.add(account)
         except IntegrityError:  # signed up twice at the same moment
