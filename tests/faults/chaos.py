@@ -9,12 +9,13 @@ import urllib.parse
 import uuid
 
 import requests
-from kombu import Connection
+from kombu import Connection, Queue
 from nameko.amqp.publish import Publisher
 from nameko.standalone.events import get_event_exchange
+from sqlalchemy import create_engine, text
 
 from bench.audit import audit
-from helpers import MANAGEMENT, Client
+from helpers import MANAGEMENT, Client, rpc
 
 RETRYABLE = (429, 502, 503, 504)
 
@@ -124,8 +125,10 @@ def depth(amqp_uri, queue):
 
 
 def parked(amqp_uri):
-    """{dead-letter queue: messages} of every non-empty ``.dead`` queue."""
-    return {name: n for name, n in queues(amqp_uri).items() if name.endswith(".dead") and n}
+    """{dead-letter queue: messages} of every non-empty ``.dead`` queue (the
+    management API names them; each is counted exactly, by AMQP)."""
+    counts = {name: depth(amqp_uri, name) for name in queues(amqp_uri) if name.endswith(".dead")}
+    return {name: n for name, n in counts.items() if n}
 
 
 def publish(amqp_uri, source_service, event, routing_key=None):
@@ -143,16 +146,12 @@ def handler_queue(source_service, event_type, service, method):
 
 
 def health(amqp_uri, service, timeout=5):
-    from helpers import rpc
-
     with rpc(amqp_uri, timeout) as services:
         return getattr(services, service).health()
 
 
 def peek(amqp_uri, queue):
     """[(headers, payload)] of the messages in ``queue``, left where they are."""
-    from kombu import Queue
-
     with Connection(amqp_uri, connect_timeout=5) as connection:
         channel = connection.channel()
         bound = Queue(queue, no_declare=True).bind(channel)
@@ -165,8 +164,6 @@ def peek(amqp_uri, queue):
 
 def unpublished(system, service):
     """The types of the events in ``service``'s outbox not yet published."""
-    from sqlalchemy import create_engine, text
-
     engine = create_engine(system._process_env()[f"{service.upper()}_DB_URI"])
     try:
         with engine.connect() as connection:

@@ -1,5 +1,6 @@
 """kill -9 of any backend service in the middle of a burst loses nothing and
-does nothing twice; nor does a crash between a commit and its publish."""
+does nothing twice; nor does a crash between a commit and its publish, nor
+a request that the broker delivers again because a crash cut off its answer."""
 import concurrent.futures
 import time
 
