@@ -312,6 +312,8 @@ class Api(HttpRequestHandler):
 
     def __init__(self, method, url, roles=None, body=None, query=None, status=200, tag=None, limit="default",
                  **kwargs):
+        # A business answer (404, 409, 503...) is not an error of the gateway's.
+        kwargs.setdefault("expected_exceptions", errors.BookRentalError)
         super().__init__(method, url, **kwargs)
         if limit not in LIMITS:
             raise ValueError(f"limit must be one of {LIMITS}")
