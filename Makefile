@@ -71,9 +71,10 @@ test-fast: deps broker ## The inner loop: unit and integration tests only
 
 .PHONY: help deps broker up down start stop status logs shell test test-fast chromium rollout metrics promtool
 
-docs: deps ## Regenerate docs/asyncapi.json and docs/events.md from the event schemas and contracts
+docs: deps ## Regenerate docs/asyncapi.json, docs/events.md and README's event table from the schemas and contracts
 	@$(PY) -m common.asyncapi > docs/asyncapi.json.tmp && mv docs/asyncapi.json.tmp docs/asyncapi.json
 	@$(PY) -m common.asyncapi --markdown > docs/events.md.tmp && mv docs/events.md.tmp docs/events.md
+	@$(PY) -m common.asyncapi --readme README.md
 	@$(PY) -m common.asyncapi --check
 
 .PHONY: docs

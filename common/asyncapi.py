@@ -468,11 +468,31 @@ def render_markdown(consumers=None, types=None):
     return "\n".join(lines)
 
 
+def event_table(markdown=None):
+    """The table of event types alone, as the README shows it."""
+    text = markdown or render_markdown()
+    start = text.index("| event type |")
+    return text[start:text.index("\n\n", start)]
+
+
+def update_readme(path):
+    """Put the generated table between the README's events markers."""
+    text = open(path).read()
+    begin = text.index("-->\n", text.index("<!-- events:begin")) + 4
+    end = text.index("\n<!-- events:end -->")
+    with open(path, "w") as handle:
+        handle.write(text[:begin] + event_table() + text[end:])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m common.asyncapi", description=__doc__.split("\n\n")[0])
     parser.add_argument("--markdown", action="store_true", help="print docs/events.md instead of the AsyncAPI JSON")
     parser.add_argument("--check", action="store_true", help="check every consumer's contract; exit 1 on a violation")
+    parser.add_argument("--readme", metavar="PATH", help="rewrite the table of events in the README at PATH")
     args = parser.parse_args(argv)
+    if args.readme:
+        update_readme(args.readme)
+        return 0
     if args.check:
         found = violations()
         for line in found:
