@@ -173,8 +173,8 @@ class JsonWebServer(WebServer):
                 route, handler = METRICS_PATH, metrics_app
             else:
                 try:
-                    rule, _ = app.url_map.bind_to_environ(environ).match(return_rule=True)
-                    route, handler = metrics.route_label(rule.rule), app
+                    rule, values = app.url_map.bind_to_environ(environ).match(return_rule=True)
+                    route, handler = metrics.route_label(rule.rule), partial(_dispatch, rule.endpoint, values)
                 except HTTPException as exc:
                     route, handler = metrics.UNMATCHED, response_for(exc)
             metrics.HTTP_IN_FLIGHT.inc()
@@ -281,6 +281,18 @@ def _environ_request_id(environ):
         if value and len(value) <= 128 and value.isprintable():
             return value
     return str(uuid.uuid4())
+
+
+def _dispatch(entrypoint, path_values, environ, start_response):
+    """Nameko's ``WsgiApp.__call__`` for a route already matched: matching
+    the URL a second time was 6% of the gateway's time (docs/performance.md)."""
+    request = Request(environ, shallow=True)
+    request.path_values = path_values
+    try:
+        response = entrypoint.handle_request(request)
+    except HTTPException as exc:
+        response = exc
+    return response(environ, start_response)
 
 
 def _observe(method, route, status, seconds, environ, rid):
