@@ -19,6 +19,7 @@ The same module is used by the end-to-end tests, with their own vhost,
 databases and port, through ``Cluster``.
 """
 import argparse
+import concurrent.futures
 import json
 import os
 import signal
@@ -283,13 +284,21 @@ class Cluster:
         return False
 
     def up(self, timeout=90):
-        for service in BACKENDS + ["gateway"]:
-            self.start(service, max(1, len(self.pids(service))), timeout)
+        # The backends start side by side: each waits only for its own
+        # import, migration and consumers. The gateway comes last, so its
+        # first request finds them there.
+        self._each(BACKENDS, lambda service: self.start(service, max(1, len(self.pids(service))), timeout))
+        self.start("gateway", max(1, len(self.pids("gateway"))), timeout)
         self.wait_ready(timeout)
 
     def down(self):
-        for service in ["gateway"] + BACKENDS:
-            self.stop(service)
+        self.stop("gateway")  # no new requests first; then the rest, side by side
+        self._each(BACKENDS, self.stop)
+
+    @staticmethod
+    def _each(services, action):
+        with concurrent.futures.ThreadPoolExecutor(len(services)) as pool:
+            list(pool.map(action, services))
 
     def wait_ready(self, timeout=90):
         deadline = time.time() + timeout

@@ -1,30 +1,13 @@
-import os
-import sys
-
 import pytest
 
-from helpers import Library, free_port, throwaway_vhost
-from ops.run import Cluster
+from helpers import Library, running_system
 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
     """Five services as real processes, on a vhost and databases of their own."""
-    with throwaway_vhost() as amqp_uri:
-        state = tmp_path_factory.mktemp("system")
-        port = free_port()
-        cluster = Cluster(state_dir=str(state), python=sys.executable, env={
-            "AMQP_URI": amqp_uri,
-            "GATEWAY_ADDRESS": f"127.0.0.1:{port}",
-            "CANCEL_TIMEOUT": "2",
-            "CIRCUIT_RESET_TIMEOUT": "3",
-        })
-        cluster.amqp_uri = amqp_uri
-        try:
-            cluster.up(timeout=60)
-            yield cluster
-        finally:
-            cluster.down()
+    with running_system(tmp_path_factory.mktemp("system")) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")

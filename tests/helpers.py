@@ -4,6 +4,7 @@ wait for the asynchronous world to settle."""
 import contextlib
 import os
 import socket
+import sys
 import time
 import uuid
 
@@ -29,6 +30,28 @@ def throwaway_vhost(prefix="bookrental-test"):
         yield f"pyamqp://{USER}@{BROKER}/{name}"
     finally:
         requests.delete(url, timeout=10)
+
+
+@contextlib.contextmanager
+def running_system(state_dir, env=None):
+    """The five services as processes on a vhost, databases and port of their
+    own, with ``env`` (database URIs, timeouts...) on top of the defaults."""
+    from ops.run import Cluster
+
+    with throwaway_vhost() as amqp_uri:
+        cluster = Cluster(state_dir=str(state_dir), python=sys.executable, env={
+            "AMQP_URI": amqp_uri,
+            "GATEWAY_ADDRESS": f"127.0.0.1:{free_port()}",
+            "CANCEL_TIMEOUT": "2",
+            "CIRCUIT_RESET_TIMEOUT": "3",
+            **(env or {}),
+        })
+        cluster.amqp_uri = amqp_uri
+        try:
+            cluster.up(timeout=90)
+            yield cluster
+        finally:
+            cluster.down()
 
 
 def free_port():

@@ -8,16 +8,16 @@ anyone else on the servers: every database is created for the test and
 dropped after it, every Redis key carries a prefix of its own and only those
 keys are deleted (never FLUSHDB/FLUSHALL).
 """
-import concurrent.futures
 import contextlib
 import functools
 import os
-import sys
 import uuid
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+from helpers import running_system  # noqa: F401  (re-exported: the storage tests' systems are the e2e ones)
 
 PG_ADMIN = os.environ.get("BOOKRENTAL_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("BOOKRENTAL_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -93,46 +93,3 @@ def redis_prefix():
         for key in client.scan_iter(match=f"{prefix}:*", count=1000):
             client.delete(key)
         client.close()
-
-
-@contextlib.contextmanager
-def running_system(state_dir, env):
-    """The five services as processes on a throwaway vhost, like the e2e
-    ``system`` fixture, with ``env`` (database URIs) on top."""
-    from helpers import free_port, throwaway_vhost
-    from ops.run import Cluster
-
-    with throwaway_vhost() as amqp_uri:
-        cluster = Cluster(state_dir=str(state_dir), python=sys.executable, env={
-            "AMQP_URI": amqp_uri,
-            "GATEWAY_ADDRESS": f"127.0.0.1:{free_port()}",
-            "CANCEL_TIMEOUT": "2",
-            "CIRCUIT_RESET_TIMEOUT": "3",
-            **env,
-        })
-        cluster.amqp_uri = amqp_uri
-        try:
-            start_all(cluster)
-            yield cluster
-        finally:
-            stop_all(cluster)
-
-
-def start_all(cluster, timeout=90):
-    """``cluster.up()``, the backends at once: each start waits for its
-    process to import, migrate and consume, and they need not take turns."""
-    from ops.run import BACKENDS
-
-    with concurrent.futures.ThreadPoolExecutor(len(BACKENDS)) as pool:
-        list(pool.map(lambda service: cluster.start(service, 1, timeout), BACKENDS))
-    cluster.start("gateway", 1, timeout)
-    cluster.wait_ready(timeout)
-
-
-def stop_all(cluster):
-    """``cluster.down()``, all services at once: a graceful stop takes a few
-    seconds per service, and nothing here needs them to stop in order."""
-    from ops.run import SERVICES as NAMES
-
-    with concurrent.futures.ThreadPoolExecutor(len(NAMES)) as pool:
-        list(pool.map(cluster.stop, NAMES))
