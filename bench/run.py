@@ -153,6 +153,7 @@ class Observer:
     every queue's depth (management API)."""
 
     def __init__(self, cluster, vhost):
+        self.cluster = cluster
         data = os.path.join(cluster.state_dir, "data")
         self.reservation_db = os.path.join(data, "reservation.db")
         self.mypage_db = os.path.join(data, "mypage.db")
@@ -211,6 +212,9 @@ class Observer:
         """Wait until every accepted reservation is processed and the queues are empty."""
         started = time.time()
         while time.time() - started < timeout:
+            gone = [name for name in BACKENDS + ["gateway"] if not self.cluster.pids(name)]
+            if gone:  # e.g. the shared broker was restarted under it
+                raise RuntimeError(f"{', '.join(gone)} exited during the benchmark; see {self.cluster.state_dir}/log")
             try:
                 sample = self.sample()
             except Exception as error:  # the management API can blink on a shared broker
