@@ -19,6 +19,12 @@ profile of ``make bench`` (docs/performance.md):
   on an open MyPage), so a change announcement lost with a broken broker
   connection delays a page by no more than that. ``0`` switches it off. A
   request with ``Cache-Control: no-cache`` always reads ``mypage``.
+
+  With several gateway replicas behind a balancer that is not sticky, a page
+  told of a change by replica A may refetch from replica B a moment before B
+  has heard of it (B answers from the broadcast's own delivery, microseconds
+  after A, unless B is starved of CPU). A client that refetches *because* it
+  was told of a change should send ``Cache-Control: no-cache``.
 """
 import time
 from collections import OrderedDict

@@ -1,0 +1,123 @@
+"""The gateway's caches (gateway.cache) and its verified-token memory (gateway.auth)."""
+import time
+
+import eventlet
+import jwt
+
+from gateway import auth
+from gateway.cache import KnownBooks, PageCache
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_page_is_fetched_once_then_served_until_it_changes():
+    pages, calls = PageCache(max_age=2.0), []
+
+    def fetch():
+        calls.append(1)
+        return b'{"n": %d}' % len(calls)
+
+    assert pages.page("alice", fetch) == b'{"n": 1}'
+    assert pages.page("alice", fetch) == b'{"n": 1}'
+    pages.invalidate("alice")
+    assert pages.page("alice", fetch) == b'{"n": 2}'
+    assert len(calls) == 2
+
+
+def test_a_page_expires_after_max_age():
+    clock = Clock()
+    pages = PageCache(max_age=2.0, clock=clock)
+    pages.page("alice", lambda: b"old")
+    clock.now += 2.5
+    assert pages.page("alice", lambda: b"new") == b"new"
+
+
+def test_an_answer_fetched_while_the_page_changed_is_not_kept():
+    pages = PageCache(max_age=60)
+
+    def fetch_then_change():
+        pages.invalidate("alice")  # the change arrives while the fetch is in flight
+        return b"maybe older than the change"
+
+    assert pages.page("alice", fetch_then_change) == b"maybe older than the change"
+    assert pages.page("alice", lambda: b"fresh") == b"fresh"
+
+
+def test_concurrent_misses_share_one_fetch():
+    pages, calls = PageCache(max_age=60), []
+
+    def slow_fetch():
+        calls.append(1)
+        eventlet.sleep(0.05)
+        return b"page"
+
+    pool = eventlet.GreenPool()
+    answers = list(pool.imap(lambda _: pages.page("alice", slow_fetch), range(10)))
+    assert answers == [b"page"] * 10
+    assert len(calls) == 1
+
+
+def test_a_failed_fetch_is_not_kept_and_the_next_request_tries_again():
+    pages = PageCache(max_age=60)
+
+    def failing():
+        raise RuntimeError("mypage is down")
+
+    try:
+        pages.page("alice", failing)
+    except RuntimeError:
+        pass
+    assert pages.page("alice", lambda: b"back") == b"back"
+
+
+def test_the_cache_is_bounded_in_pages_and_bytes():
+    pages = PageCache(max_age=60, max_pages=3, max_bytes=1000)
+    for n in range(5):
+        pages.page(f"c{n}", lambda: b"x" * 100)
+    assert len(pages.entries) == 3 and pages.size == 300
+    pages.page("big", lambda: b"y" * 240)  # one page too many: the least recently used goes
+    assert len(pages.entries) == 3 and pages.size == 440
+
+
+def test_known_books_remembers_only_what_it_is_told():
+    books = KnownBooks(max_size=2)
+    assert 1 not in books
+    books.add(1)
+    books.add(2)
+    books.add(3)  # full: not remembered, so asked again, never wrongly trusted
+    assert 1 in books and 2 in books and 3 not in books
+
+
+def _token(secret, **claims):
+    now = int(time.time())
+    base = {"sub": "alice", "role": "customer", "iat": now, "nbf": now, "exp": now + 60,
+            "iss": auth.ISSUER, "aud": auth.AUDIENCE}
+    return jwt.encode({**base, **claims}, secret, algorithm=auth.ALGORITHM)
+
+
+def test_a_remembered_token_still_expires():
+    config = {"TOKEN_SECRET": "s" * 40}
+    token = _token(config["TOKEN_SECRET"], exp=int(time.time()) + 1)
+    assert auth.user_from_token(config, token) == {"username": "alice", "role": "customer"}
+    assert auth.user_from_token(config, token) == {"username": "alice", "role": "customer"}
+    time.sleep(2.1)
+    assert auth.user_from_token(config, token) is None
+
+
+def test_a_token_remembered_under_one_secret_is_refused_under_another():
+    token = _token("a" * 40)
+    assert auth.user_from_token({"TOKEN_SECRET": "a" * 40}, token) is not None
+    assert auth.user_from_token({"TOKEN_SECRET": "b" * 40}, token) is None
+
+
+def test_a_token_not_yet_valid_is_refused_and_not_remembered():
+    config = {"TOKEN_SECRET": "n" * 40}
+    token = _token(config["TOKEN_SECRET"], nbf=int(time.time()) + 60)
+    assert auth.user_from_token(config, token) is None
+    assert (config["TOKEN_SECRET"], token) not in auth._VERIFIED
