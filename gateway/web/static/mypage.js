@@ -5,7 +5,7 @@
 // The page refetches GET /mypage whenever the gateway pushes a change (see
 // live.js); rows are updated in place, so an open history stays open.
 
-import { get, post } from "./api.js";
+import { post, request } from "./api.js";
 import { busy, h, messageArea, say, timeEl } from "./dom.js";
 import { connectLive } from "./live.js";
 
@@ -143,7 +143,9 @@ export function render() {
       do {
         again = false;
         try {
-          show(await get("/mypage"));
+          // no-cache: the change just pushed by one gateway replica must not
+          // be answered from another replica's cache that has not heard of it yet.
+          show(await request("GET", "/mypage", { headers: { "Cache-Control": "no-cache" } }));
           loaded = true;
           say(pageMessage, "");
         } catch (error) {
