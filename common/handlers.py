@@ -63,7 +63,7 @@ class ReliableEventHandler(EventHandler):
 
     def handle_message_processed(self, message, result=None, exc_info=None):
         if exc_info is None:
-            self.queue_consumer.ack_message(message)
+            self._ack(message)
             return
         try:
             self._retry_or_park(message, exc_info[1])
@@ -72,9 +72,20 @@ class ReliableEventHandler(EventHandler):
             # event goes back to its queue as it was, to be tried again.
             log.warning("event neither retried nor parked, the broker is away: %s", error,
                         extra={"event_id": _event_id(message)})
-            self.queue_consumer.requeue_message(message)
+            self._ack(message, self.queue_consumer.requeue_message)
             return
-        self.queue_consumer.ack_message(message)
+        self._ack(message)
+
+    def _ack(self, message, settle=None):
+        """Ack (or requeue); if the connection died under us, raising would
+        kill the whole service: the broker delivers the unacked event again
+        once we reconnect, and its id in the processed-event log makes that
+        harmless."""
+        try:
+            (settle or self.queue_consumer.ack_message)(message)
+        except BROKER_ERRORS as error:
+            log.warning("could not settle an event, the broker is away: %s", error,
+                        extra={"event_id": _event_id(message)})
 
     def _retry_or_park(self, message, error):
         retries = int(message.headers.get(RETRIES_HEADER, 0))
