@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import sys
 import time
 import urllib.request
@@ -180,14 +181,17 @@ class Cluster:
     def write_targets(self):
         """var/run/prometheus/targets.json: every process's metrics, in
         Prometheus' file_sd format (deploy/prometheus/prometheus.yml reads it)."""
-        directory = os.path.join(self.state_dir, "run", "prometheus")
-        os.makedirs(directory, exist_ok=True)
-        targets = [{"targets": [address], "labels": {"service": name, "replica": str(replica)}}
-                   for (name, replica), address in sorted(self.metrics_addresses().items())]
-        path = os.path.join(directory, "targets.json")
-        with open(path + ".tmp", "w") as handle:
-            json.dump(targets, handle, indent=2)
-        os.replace(path + ".tmp", path)
+        # Services start side by side (up): one writer at a time, each
+        # listing what runs at that moment, so the last one written is whole.
+        with _TARGETS_LOCK:
+            directory = os.path.join(self.state_dir, "run", "prometheus")
+            os.makedirs(directory, exist_ok=True)
+            targets = [{"targets": [address], "labels": {"service": name, "replica": str(replica)}}
+                       for (name, replica), address in sorted(self.metrics_addresses().items())]
+            path = os.path.join(directory, "targets.json")
+            with open(path + ".tmp", "w") as handle:
+                json.dump(targets, handle, indent=2)
+            os.replace(path + ".tmp", path)
 
     def wait_consuming(self, service, replicas, timeout=60):
         deadline = time.time() + timeout
@@ -310,6 +314,9 @@ class Cluster:
 
     def status(self):
         return {service: sorted(self.pids(service).values()) for service in SERVICES}
+
+
+_TARGETS_LOCK = threading.Lock()
 
 
 def _alive(pid):
