@@ -44,6 +44,16 @@ def _service_from_argv():
     return ""
 
 
+def from_http(header):
+    """The caller's request id (``header(name)`` reads one HTTP header), if it
+    is a sane one; otherwise a new id."""
+    for name in HTTP_HEADERS:
+        value = header(name) or ""
+        if value and len(value) <= 128 and value.isprintable():
+            return value
+    return str(uuid.uuid4())
+
+
 def _from_worker(worker_ctx):
     if worker_ctx.context_data.get(KEY):
         return worker_ctx.context_data[KEY]
@@ -53,10 +63,7 @@ def _from_worker(worker_ctx):
         return first[KEY]
     headers = getattr(first, "headers", None)  # a werkzeug request
     if headers is not None:
-        for name in HTTP_HEADERS:
-            value = headers.get(name, "")
-            if value and len(value) <= 128 and value.isprintable():
-                return value
+        return from_http(headers.get)
     return str(uuid.uuid4())
 
 

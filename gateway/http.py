@@ -22,7 +22,6 @@ import json
 import logging
 import socket
 import time
-import uuid
 from functools import partial
 
 import eventlet
@@ -276,11 +275,7 @@ class JsonWebServer(WebServer):
 
 
 def _environ_request_id(environ):
-    for name in correlation.HTTP_HEADERS:
-        value = environ.get("HTTP_" + name.upper().replace("-", "_"), "")
-        if value and len(value) <= 128 and value.isprintable():
-            return value
-    return str(uuid.uuid4())
+    return correlation.from_http(lambda name: environ.get("HTTP_" + name.upper().replace("-", "_")))
 
 
 def _dispatch(entrypoint, path_values, environ, start_response):
@@ -341,7 +336,7 @@ class Api(HttpRequestHandler):
 
     def handle_request(self, request):
         request.shallow = False
-        rid = request.environ.get("bookrental.correlation_id") or _request_id(request)
+        rid = request.environ.get("bookrental.correlation_id") or correlation.from_http(request.headers.get)
         request.environ["bookrental.correlation_id"] = rid
         correlation.bind(rid)
         try:
@@ -409,16 +404,6 @@ class Api(HttpRequestHandler):
         else:
             status, payload = self.status, result
         return json_response(payload, status)
-
-
-def _request_id(request):
-    for name in correlation.HTTP_HEADERS:
-        value = request.headers.get(name, "")
-        if value and len(value) <= 128 and value.isprintable():
-            return value
-    import uuid
-
-    return str(uuid.uuid4())
 
 
 def _json_body(request):
