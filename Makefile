@@ -51,10 +51,17 @@ shell: deps ## Open a nameko shell on the running system (n.rpc.reservation...)
 chromium: ## Make sure Debian's Chromium is installed (the browser tests drive it)
 	@ops/chromium.sh
 
+axe: ## Make sure the pinned axe-core is in tests/browser/node_modules (the browser tests' accessibility audit)
+	@ops/axe.sh
+
+screenshots: ## Copy the README's screenshots, taken by the browser tests, into docs/screenshots/
+	@test -d test-results/browser/readme || { echo "no screenshots yet: run the browser tests first (make test, or .venv/bin/nameko test tests/browser)"; exit 2; }
+	@mkdir -p docs/screenshots && cp test-results/browser/readme/*.png docs/screenshots/ && ls -l docs/screenshots
+
 promtool: deps ## Fetch promtool into .venv/bin (the alert rule tests use it; no Prometheus server is installed)
 	@ops/promtool.sh
 
-test: deps broker chromium promtool ## Run every test (unit, integration, end to end, browser)
+test: deps broker chromium axe promtool ## Run every test (unit, integration, end to end, browser)
 	@$(NAMEKO) test tests -q -p no:cacheprovider
 
 migrate: deps ## Migrate every SQL database in config.yml to the newest schema [SERVICE=name]
@@ -69,7 +76,7 @@ revision: deps ## Write the next migration of SERVICE=name from its models: MESS
 test-fast: deps broker ## The inner loop: unit and integration tests only
 	@$(NAMEKO) test tests/unit tests/integration -q -p no:cacheprovider
 
-.PHONY: help deps broker up down start stop status logs shell test test-fast chromium rollout metrics promtool
+.PHONY: help deps broker up down start stop status logs shell test test-fast chromium axe screenshots rollout metrics promtool
 
 docs: deps ## Regenerate docs/asyncapi.json, docs/events.md and README's event table from the schemas and contracts
 	@$(PY) -m common.asyncapi > docs/asyncapi.json.tmp && mv docs/asyncapi.json.tmp docs/asyncapi.json
