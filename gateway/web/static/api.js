@@ -38,6 +38,10 @@ export const session = {
     if (!saved || !saved.token || saved.expiresAt * 1000 <= Date.now()) return null;
     return saved;
   },
+  /** True when a sign-in was kept in this tab but has run out. */
+  expired() {
+    return sessionStorage.getItem(SESSION_KEY) !== null && this.get() === null;
+  },
   /** Keep a token from POST /auth/token; who and what role are read from it
    *  for display only: the gateway checks them on every call. */
   set(tokenResponse) {
@@ -110,12 +114,20 @@ export function describe(status, message, retryAfter) {
   }
 }
 
-/** Field-level details of a 400, flattened: {field: "message. message."}. */
+/** The sentences found anywhere in a detail (a string, a list, nested objects). */
+function sentences(value) {
+  if (value === null || value === undefined) return [];
+  if (Array.isArray(value)) return value.flatMap(sentences);
+  if (typeof value === "object") return Object.values(value).flatMap(sentences);
+  return [sentence(String(value))];
+}
+
+/** Field-level details of a 400, flattened: {field: "Message. Message."}, words only. */
 export function fieldErrors(details) {
   const out = {};
   for (const [name, value] of Object.entries(details || {})) {
-    const list = Array.isArray(value) ? value : typeof value === "object" && value ? Object.values(value).flat() : [value];
-    out[name] = list.map((item) => sentence(typeof item === "string" ? item : JSON.stringify(item))).join(" ");
+    const text = sentences(value).filter(Boolean).join(" ");
+    if (text) out[name] = text;
   }
   return out;
 }
@@ -153,7 +165,11 @@ export async function request(method, path, { body, headers = {}, auth = true } 
     payload = null;
   }
   if (response.ok) return payload;
-  const error = (payload && payload.error) || {};
+  // SPEC §5's {"error": {code, message, details}}; or RFC 6749's {"error": "invalid_grant", ...}
+  // from the token endpoint; or anything else (a proxy's HTML page): never shown as it is.
+  const error = payload && typeof payload.error === "object" && payload.error ? payload.error
+    : { code: payload && typeof payload.error === "string" ? payload.error : "error",
+        message: payload && typeof payload.error_description === "string" ? payload.error_description : "" };
   const retryAfter = response.headers.get("Retry-After");
   const failure = new ApiError(response.status, error.code || "error",
     describe(response.status, error.message, retryAfter), error.details, retryAfter);
@@ -164,16 +180,25 @@ export async function request(method, path, { body, headers = {}, auth = true } 
   throw failure;
 }
 
-export const get = (path) => request("GET", path);
+export const get = (path, options = {}) => request("GET", path, options);
 export const post = (path, body, options = {}) => request("POST", path, { ...options, body });
+export const patch = (path, body, options = {}) => request("PATCH", path, { ...options, body });
+
+/** ``path`` with ``?name=value`` (or ``&``) for each given (not null) parameter. */
+export function withQuery(path, params) {
+  const query = Object.entries(params)
+    .filter(([, value]) => value !== null && value !== undefined && value !== "")
+    .map(([name, value]) => `${encodeURIComponent(name)}=${encodeURIComponent(value)}`).join("&");
+  if (!query) return path;
+  return `${path}${path.includes("?") ? "&" : "?"}${query}`;
+}
 
 /** Every page of a list (SPEC §5: {items, next}), up to ``maxPages``. */
 export async function allPages(path, maxPages = 20) {
   const items = [];
   let cursor = null;
   for (let page = 0; page < maxPages; page += 1) {
-    const separator = path.includes("?") ? "&" : "?";
-    const answer = await get(cursor ? `${path}${separator}cursor=${encodeURIComponent(cursor)}` : path);
+    const answer = await get(withQuery(path, { cursor }));
     items.push(...answer.items);
     cursor = answer.next;
     if (!cursor) return { items, next: null };

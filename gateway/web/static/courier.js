@@ -2,7 +2,7 @@
 // (shipped), with the button for each step. Refreshed every few seconds.
 
 import { allPages, get, post } from "./api.js";
-import { busy, h, messageArea, say } from "./dom.js";
+import { busy, focusOn, h, messageArea, say } from "./dom.js";
 
 const REFRESH_MS = 5000;
 
@@ -23,6 +23,10 @@ export function render() {
     preparing: h("p", { class: "empty", hidden: true, text: "Nothing to ship right now." }),
     shipped: h("p", { class: "empty", hidden: true, text: "Nothing on the way." }),
   };
+  const headings = {
+    preparing: h("h2", { id: "to-ship-title", text: "To ship" }),
+    shipped: h("h2", { id: "to-deliver-title", text: "On the way" }),
+  };
   const reload = h("button", { type: "button", class: "button quiet", text: "Refresh" });
 
   // Deliveries name the book by id; the title is asked once per book.
@@ -36,20 +40,38 @@ export function render() {
     return titles.get(bookId);
   }
 
+  // Where the book goes (SPEC §5: `address` on a delivery, null when the
+  // customer gave none); nothing is said when this gateway's API has no such field.
+  function where(delivery) {
+    if (!("address" in delivery)) return null;
+    return h("p", { class: "address" }, h("span", { class: "address-label", text: "Deliver to " }),
+      delivery.address
+        ? h("span", { class: "address-text", text: delivery.address })
+        : h("span", { class: "address-text missing", text: "no address given: ask the library" }));
+  }
+
   function card(delivery, title) {
     const step = STEPS[delivery.status];
-    const heading = h("h3", { class: "book-title", text: title || `Book #${delivery.book_id}` });
+    const headingId = `delivery-${delivery.id}-title`;
+    const heading = h("h3", { class: "book-title", id: headingId, text: title || `Book #${delivery.book_id}` });
     const message = messageArea();
     const note = notes.get(delivery.id);
     if (note) say(message, note[0], note[1]);
-    const button = h("button", { type: "button", class: "button", "data-action": step.action, text: step.label });
+    const button = h("button", { type: "button", class: "button", "data-action": step.action, text: step.label,
+      "aria-describedby": headingId });
     button.addEventListener("click", () => busy(button, async () => {
       say(message, "");
       try {
         await post(`/deliveries/${encodeURIComponent(delivery.id)}/${step.action}`);
         notes.delete(delivery.id);
         say(message, step.done, "ok");
+        say(pageMessage, `${step.done.replace(/\.$/, "")}: ${heading.textContent}.`, "ok");
+        const list = lists[delivery.status];
+        const index = [...list.children].indexOf(button.closest("li"));
         await refresh();
+        // The card has moved on: the keyboard goes to the next one of the same list.
+        const next = list.children[Math.min(index, list.children.length - 1)];
+        focusOn((next && next.querySelector("button[data-action]")) || headings[delivery.status]);
       } catch (error) {
         notes.set(delivery.id, [error.message, "error"]);
         say(message, error.message, "error");
@@ -57,10 +79,12 @@ export function render() {
     }));
     return h("li", { class: "card delivery", "data-delivery-id": delivery.id, "data-reservation-id": delivery.reservation_id,
       "data-status": delivery.status },
-    h("div", { class: "title-row row" }, heading, h("span", { class: "spacer" }),
+    h("div", { class: "title-row" }, heading,
       h("span", { class: "badge", "data-status": delivery.status, text: delivery.status })),
-    h("p", { class: "meta", text: `For ${delivery.customer} · reservation ${delivery.reservation_id.slice(0, 8)}` }),
-    h("div", { class: "row" }, button),
+    where(delivery),
+    h("p", { class: "meta" }, "For ", h("span", { class: "customer", text: delivery.customer }),
+      ` · reservation ${delivery.reservation_id.slice(0, 8)}`),
+    h("div", { class: "row actions" }, button),
     message);
   }
 
@@ -80,11 +104,11 @@ export function render() {
           empties[status].hidden = items.length > 0;
           if (next) lists[status].append(h("li", { class: "meta", text: "More deliveries are waiting; they show once these are done." }));
         }
-        say(pageMessage, "");
-        el.dataset.loaded = "true";
+        if (pageMessage.classList.contains("error")) say(pageMessage, ""); // a failed load is over
       } catch (error) {
         if (error.status !== 401) say(pageMessage, `The deliveries could not be loaded. ${error.message}`, "error");
       } finally {
+        el.dataset.loaded = "true";
         running = null;
       }
     })();
@@ -102,10 +126,11 @@ export function render() {
         h("p", { class: "lead", text: "Ship what is prepared, then mark it delivered at the door." })),
       reload),
     pageMessage,
-    h("section", { class: "stack", "aria-labelledby": "to-ship-title" },
-      h("h2", { id: "to-ship-title", text: "To ship" }), lists.preparing, empties.preparing),
-    h("section", { class: "stack", "aria-labelledby": "to-deliver-title" },
-      h("h2", { id: "to-deliver-title", text: "On the way" }), lists.shipped, empties.shipped));
+    h("div", { class: "columns" },
+      h("section", { class: "stack", "aria-labelledby": "to-ship-title" },
+        headings.preparing, lists.preparing, empties.preparing),
+      h("section", { class: "stack", "aria-labelledby": "to-deliver-title" },
+        headings.shipped, lists.shipped, empties.shipped)));
   refresh();
   return { el, dispose: () => clearInterval(timer) };
 }

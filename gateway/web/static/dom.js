@@ -50,8 +50,13 @@ export function say(el, content, kind = "info") {
   el.setAttribute("role", kind === "error" ? "alert" : "status");
 }
 
-/** Disable a button while ``work`` runs; returns what ``work`` returns. */
+/**
+ * Disable a button while ``work`` runs; returns what ``work`` returns. A
+ * disabled button loses the keyboard focus: it gets it back afterwards (if it
+ * is still shown and nothing else took the focus meanwhile).
+ */
 export async function busy(button, work) {
+  const hadFocus = document.activeElement === button;
   button.disabled = true;
   button.setAttribute("aria-busy", "true");
   try {
@@ -59,6 +64,8 @@ export async function busy(button, work) {
   } finally {
     button.disabled = false;
     button.removeAttribute("aria-busy");
+    const lost = document.activeElement === null || document.activeElement === document.body;
+    if (hadFocus && lost && button.isConnected && button.getClientRects().length) button.focus();
   }
 }
 
@@ -72,11 +79,36 @@ export function timeEl(iso) {
   return h("time", { datetime: iso, text });
 }
 
-/** A labelled input with a place for its own error under it. */
-export function field(label, inputAttrs) {
-  const input = h("input", inputAttrs);
-  const error = h("span", { class: "field-error", id: `${inputAttrs.id || inputAttrs.name}-error` });
-  input.setAttribute("aria-describedby", error.id);
-  const wrapper = h("label", {}, h("span", { text: label }), input, error);
-  return { wrapper, input, error };
+/**
+ * A labelled input (or, with ``multiline``, a textarea) with an optional
+ * hint and a place for its own error under it:
+ * field("Email", {name: "email", type: "email"}, {hint: "Where notices go."})
+ * → {wrapper, input, error, hint}; showError(f, text) marks it.
+ */
+export function field(label, inputAttrs, { hint = "", multiline = false } = {}) {
+  const input = h(multiline ? "textarea" : "input", inputAttrs);
+  const base = inputAttrs.id || inputAttrs.name;
+  const error = h("span", { class: "field-error", id: `${base}-error` });
+  const hintEl = hint ? h("span", { class: "field-hint", id: `${base}-hint`, text: hint }) : null;
+  input.setAttribute("aria-describedby", [hintEl && hintEl.id, error.id].filter(Boolean).join(" "));
+  const wrapper = h("label", { class: "field" }, h("span", { class: "field-label", text: label }), hintEl, input, error);
+  return { wrapper, input, error, hint: hintEl };
+}
+
+/** Show (or, with "", clear) a field's own error, next to it and to assistive technology. */
+export function showError(f, text) {
+  f.error.textContent = text || "";
+  if (text) f.input.setAttribute("aria-invalid", "true");
+  else f.input.removeAttribute("aria-invalid");
+}
+
+/**
+ * Move the keyboard focus to ``el`` (a heading, a list item...) after an
+ * action removed or replaced the element that had it, so it never falls
+ * back to the top of the page. The element becomes focusable by script only.
+ */
+export function focusOn(el) {
+  if (!el || !el.isConnected) return;
+  if (!el.matches("a[href], button, input, select, textarea, [tabindex]")) el.setAttribute("tabindex", "-1");
+  el.focus({ preventScroll: false });
 }

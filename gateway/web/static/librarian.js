@@ -1,7 +1,7 @@
 // The librarian's page: register a title, add stock, see stock per title.
 
 import { fieldErrors, get, post } from "./api.js";
-import { busy, field, h, messageArea, say } from "./dom.js";
+import { busy, field, h, messageArea, say, showError } from "./dom.js";
 
 const PAGE = 100;
 
@@ -20,11 +20,14 @@ function registerForm(onRegistered) {
     h("div", { class: "row" }, submit),
     message);
 
+  /** Each field's own error next to it; the keyboard goes to the first one. */
   function showFieldErrors(errors) {
+    let first = null;
     for (const [name, f] of Object.entries(fields)) {
-      f.error.textContent = errors[name] || "";
-      f.input.setAttribute("aria-invalid", errors[name] ? "true" : "false");
+      showError(f, errors[name]);
+      if (errors[name] && !first) first = f.input;
     }
+    if (first) first.focus();
   }
 
   form.addEventListener("submit", (event) => {
@@ -72,7 +75,7 @@ export function render() {
     let row = rows.get(book.id);
     if (!row) {
       const stock = h("td", { class: "num stock", "data-label": "In stock" });
-      const title = h("td", { class: "book-title", "data-label": "Title" });
+      const title = h("th", { class: "book-title", scope: "row", "data-label": "Title" });
       const meta = h("td", { class: "meta", "data-label": "Author" });
       const isbn = h("td", { class: "meta", "data-label": "ISBN" });
       const quantity = h("input", { type: "number", class: "small", name: "quantity", min: 1, max: 100000, step: 1, value: 1,
@@ -81,7 +84,7 @@ export function render() {
       const message = messageArea();
       const tr = h("tr", { "data-book-id": book.id },
         title, meta, isbn, stock,
-        h("td", { "data-label": "Add copies" }, h("div", { class: "row" }, quantity, add), message));
+        h("td", { class: "add-copies", "data-label": "Add copies" }, h("div", { class: "row nowrap" }, quantity, add), message));
       add.addEventListener("click", () => busy(add, async () => {
         say(message, "");
         const text = quantity.value.trim();
@@ -123,6 +126,7 @@ export function render() {
     } catch (error) {
       say(pageMessage, `The stock could not be loaded. ${error.message}`, "error");
     }
+    el.dataset.loaded = "true";
   }
   more.addEventListener("click", () => busy(more, load));
   reload.addEventListener("click", () => busy(reload, async () => {
@@ -138,7 +142,9 @@ export function render() {
     h("section", { class: "card", "aria-labelledby": "stock-title" },
       h("div", { class: "view-head" }, h("h2", { id: "stock-title", text: "Stock per title" }), reload),
       pageMessage,
-      h("table", { class: "table", id: "stock" },
+      h("table", { class: "table stock-table", id: "stock" },
+        h("caption", { class: "visually-hidden", text: "Stock per title: title, author, ISBN, copies in stock, and a way to add copies" }),
+        h("colgroup", {}, ["title", "author", "isbn", "stock", "add"].map((name) => h("col", { class: `col-${name}` }))),
         h("thead", {}, h("tr", {}, ["Title", "Author", "ISBN", "In stock", "Add copies"].map((t) => h("th", { scope: "col", text: t })))),
         body),
       empty,
