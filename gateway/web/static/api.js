@@ -38,9 +38,13 @@ export const session = {
     if (!saved || !saved.token || saved.expiresAt * 1000 <= Date.now()) return null;
     return saved;
   },
+  /** True when this tab keeps a sign-in, valid or not. */
+  kept() {
+    return sessionStorage.getItem(SESSION_KEY) !== null;
+  },
   /** True when a sign-in was kept in this tab but has run out. */
   expired() {
-    return sessionStorage.getItem(SESSION_KEY) !== null && this.get() === null;
+    return this.kept() && this.get() === null;
   },
   /** Keep a token from POST /auth/token; who and what role are read from it
    *  for display only: the gateway checks them on every call. */
@@ -142,7 +146,7 @@ export async function request(method, path, { body, headers = {}, auth = true } 
   const sending = { Accept: "application/json", ...headers };
   if (body !== undefined) sending["Content-Type"] = "application/json";
   const current = session.get();
-  const signedIn = auth && sessionStorage.getItem(SESSION_KEY) !== null; // even if it has expired
+  const signedIn = auth && session.kept(); // even if it has expired
   if (auth && current) sending.Authorization = `Bearer ${current.token}`;
   let response;
   try {

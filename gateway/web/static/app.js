@@ -112,7 +112,8 @@ function go(name) {
 
 function signOut(message = "", comeBack = false) {
   const wanted = wantedName();
-  returnTo = comeBack && wanted && wanted !== "signin" ? wanted : null;
+  if (!comeBack) returnTo = null;
+  else if (wanted && wanted !== "signin") returnTo = wanted;
   session.clear();
   clearTimeout(expiryTimer);
   notice = message;
@@ -239,7 +240,11 @@ document.getElementById("skip").addEventListener("click", (event) => {
   event.preventDefault();
   focusOn(main.querySelector("h1") || main);
 });
-whenSignedOut((message) => signOut(message, true));
+whenSignedOut((message) => {
+  // Several calls in flight may be refused at once: the first one signs out.
+  if (shownName === "signin" && !session.kept()) return;
+  signOut(message, true);
+});
 window.addEventListener("hashchange", () => show());
 window.addEventListener("unhandledrejection", (event) => {
   // A failure nobody caught still reaches the person in words.
