@@ -16,13 +16,15 @@ Reusable by any walk (plain Python, Playwright's sync API; no pytest here):
 - **accessibility**: axe-core, the pinned copy that ``ops/axe.sh`` installs
   into tests/browser/node_modules, finds no violation (every rule axe runs by
   default, WCAG 2.x A and AA and its best practices);
-- and keeps a full-page screenshot, ``<name>-<width>.png``, for a person to look at.
+- and keeps a full-page screenshot, ``<name>-<width>.png``, for a person to look at;
+- once more in the dark colour scheme: colour contrast, and a screenshot.
 
 It gathers every problem instead of stopping at the first, so one run shows
 all that is wrong; the walk decides when to fail.
 """
 import json
 import os
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 AXE_JS = os.path.join(HERE, "node_modules", "axe-core", "axe.min.js")
@@ -115,6 +117,7 @@ class Audit:
         self.out = out_dir
         self.problems = []  # one readable line each
         self.checked = []  # (name, width) of every page looked at
+        self.seconds = {"fit": 0.0, "axe": 0.0, "screenshot": 0.0}  # where the time went
         self._axe = axe_source() if axe else None
         if axe and self._axe is None:
             raise RuntimeError(f"axe-core is not installed at {AXE_JS}: run ops/axe.sh (make axe)")
@@ -159,19 +162,36 @@ class Audit:
 
     # -- all of them, at every width ---------------------------------------
 
-    def page(self, page, name, widths=WIDTHS, settle=None):
+    def page(self, page, name, widths=WIDTHS, settle=None, dark=True):
         """Fit, accessibility and a screenshot at each width; the window is
         left at the width it had. ``settle(page)`` runs after each resize
-        (e.g. wait for a list to load); by default, two animation frames."""
+        (e.g. wait for a list to load); by default, two animation frames.
+        With ``dark``, the page is also looked at in the dark colour scheme
+        (style.css follows prefers-color-scheme) at the widest width up to
+        1200: axe-core's colour contrast, and a screenshot ``<name>-<width>-dark.png``."""
         before = page.viewport_size
         found = []
+        if dark:
+            width = max([w for w in widths if w <= 1200] or [min(widths)])
+            page.set_viewport_size({"width": width, "height": HEIGHT})
+            page.emulate_media(color_scheme="dark")
+            try:
+                (settle or _two_frames)(page)
+                label = f"{name}-{width}-dark"
+                found += self.accessible(page, label, rules=["color-contrast", "link-in-text-block"])
+                self.shot(page, label)
+            finally:
+                page.emulate_media(color_scheme="light")
         for width in widths:
             page.set_viewport_size({"width": width, "height": HEIGHT})
             (settle or _two_frames)(page)
             label = f"{name}-{width}"
-            found += self.fits(page, label)
-            found += self.accessible(page, label)
-            self.shot(page, label)
+            for kind, check in (("fit", self.fits), ("axe", self.accessible), ("screenshot", self.shot)):
+                started = time.perf_counter()
+                answer = check(page, label)
+                self.seconds[kind] += time.perf_counter() - started
+                if kind != "screenshot":
+                    found += answer
             self.checked.append((name, width))
         if before:
             page.set_viewport_size(before)

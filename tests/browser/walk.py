@@ -411,7 +411,8 @@ def audit(walk, params):
         page.context.close()
     walk.check_clean()
     assert not audit.problems, f"{len(audit.problems)} problems:\n" + "\n".join(audit.problems)
-    return {"checked": audit.checked, "not_offered": skipped}
+    walk.step("time spent", **{kind: round(seconds, 1) for kind, seconds in audit.seconds.items()})
+    return {"checked": audit.checked, "not_offered": skipped, "seconds": audit.seconds}
 
 
 # -- the keyboard alone -----------------------------------------------------------
