@@ -17,7 +17,6 @@ const WANTED = {
   logout: (doc) => Boolean(op(doc, "post", "/auth/logout")),
   signupEmail: (doc) => bodyFields(doc, "post", "/auth/register").includes("email"),
   signupAddress: (doc) => bodyFields(doc, "post", "/auth/register").includes("address"),
-  reserveAddress: (doc) => bodyFields(doc, "post", "/reservations").includes("address"),
 };
 
 let known = {};
