@@ -68,6 +68,7 @@ export function render() {
         say(pageMessage, `${step.done.replace(/\.$/, "")}: ${heading.textContent}.`, "ok");
         const list = lists[delivery.status];
         const index = [...list.children].indexOf(button.closest("li"));
+        if (running) await running; // a refresh begun before the change would not show it
         await refresh();
         // The card has moved on: the keyboard goes to the next one of the same list.
         const next = list.children[Math.min(index, list.children.length - 1)];
