@@ -188,7 +188,7 @@ README_SHOTS = ("signin", "customer-catalogue", "customer-mypage", "librarian-st
 def test_an_open_mypage_catches_up_after_a_gateway_restart(system, library):
     """The stream breaks when the gateway stops; a change made meanwhile shows
     once it is back, without a reload, and the next change is pushed again."""
-    book = library.new_book(copies=1)
+    book = new_book(library, copies=1)
     reservation = library.reserve(library.alice, book["id"])
     library.wait_status(reservation["id"], "confirmed")
     delivery = library.delivery_for(reservation["id"])
@@ -217,7 +217,7 @@ def test_an_open_mypage_catches_up_after_a_gateway_restart(system, library):
 
 
 def test_a_cancel_refused_with_503_says_to_try_again(system, library):
-    book = library.new_book(copies=1)
+    book = new_book(library, copies=1)
     reservation = library.reserve(library.alice, book["id"])
     library.wait_status(reservation["id"], "confirmed")
     eventually(lambda: reservation["id"] in library.mypage(library.alice))
@@ -268,7 +268,7 @@ def test_the_live_stream_carries_only_the_customers_own_changes(system, library)
         # Once used, the ticket opens nothing more.
         assert library.anonymous.get("/mypage/events", params={"ticket": issued["ticket"]}).status_code == 401
 
-        book = library.new_book(copies=1)
+        book = new_book(library, copies=1)
         hers = library.reserve(library.alice, book["id"])
         library.wait_status(hers["id"], "confirmed")
         his = library.reserve(library.bob, book["id"])
