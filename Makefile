@@ -56,7 +56,10 @@ axe: ## Make sure the pinned axe-core is in tests/browser/node_modules (the brow
 
 screenshots: ## Copy the README's screenshots, taken by the browser tests, into docs/screenshots/
 	@test -d test-results/browser/readme || { echo "no screenshots yet: run the browser tests first (make test, or .venv/bin/nameko test tests/browser)"; exit 2; }
-	@mkdir -p docs/screenshots && cp test-results/browser/readme/*.png docs/screenshots/ && ls -l docs/screenshots
+	@mkdir -p docs/screenshots && cp test-results/browser/readme/*.png docs/screenshots/
+	@if command -v pngquant >/dev/null; then pngquant --force --skip-if-larger --strip --quality=80-98 --ext .png docs/screenshots/*.png || true; \
+	 else echo "(apt-get install pngquant makes them about 3 times smaller)"; fi
+	@ls -l docs/screenshots
 
 promtool: deps ## Fetch promtool into .venv/bin (the alert rule tests use it; no Prometheus server is installed)
 	@ops/promtool.sh
