@@ -561,7 +561,7 @@ def profile(walk, params):
     expect(alice.locator("#profile-email-error")).to_contain_text("email address")
     expect(email).to_be_focused()
     expect(email).to_have_attribute("aria-invalid", "true")
-    email.fill(params["email"])
+    email.fill(params["email"] or "alice@example.org")
     address.fill(params["address"])
     alice.locator("form#profile button[type=submit]").click()
     expect(alice.locator("#profile-message")).to_contain_text("Saved")
