@@ -29,7 +29,7 @@ from common import events
 ASYNCAPI_VERSION = "2.6.0"
 AMQP_BINDING_VERSION = "0.2.0"
 DOCUMENT_VERSION = "1.0.0"
-SERVICES = ("product", "reservation", "delivery", "mypage", "gateway")
+SERVICES = ("product", "reservation", "delivery", "mypage", "notification", "gateway")
 JSON_TYPES = ("string", "integer", "number", "boolean", "object", "array")
 SERVICE_POOL, BROADCAST = "service_pool", "broadcast"
 PERSISTENT = 2  # AMQP delivery mode of every event (nameko's default)
