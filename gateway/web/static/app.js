@@ -4,14 +4,18 @@
 
 import { describe, fieldErrors, post, request, session, whenSignedOut } from "./api.js";
 import { busy, field, h, messageArea, say } from "./dom.js";
+import * as account from "./account.js";
 import * as catalogue from "./catalogue.js";
 import * as courier from "./courier.js";
 import * as librarian from "./librarian.js";
 import * as mypage from "./mypage.js";
+import * as notices from "./notices.js";
 
 const ROUTES = {
   catalogue: { label: "Catalogue", roles: ["customer", "librarian", null], view: catalogue },
   mypage: { label: "MyPage", roles: ["customer"], view: mypage },
+  notices: { label: "Notices", roles: ["customer"], view: notices },
+  account: { label: "Account", roles: ["customer"], view: account },
   stock: { label: "Stock", roles: ["librarian"], view: librarian },
   deliveries: { label: "Deliveries", roles: ["courier"], view: courier },
   signin: { label: "Sign in", roles: [null], view: null },

@@ -60,6 +60,9 @@ export function render() {
     h("div", { class: "title-row row" }, heading, h("span", { class: "spacer" }),
       h("span", { class: "badge", "data-status": delivery.status, text: delivery.status })),
     h("p", { class: "meta", text: `For ${delivery.customer} · reservation ${delivery.reservation_id.slice(0, 8)}` }),
+    h("p", { class: "address", "data-address": delivery.address || "" },
+      h("span", { class: "address-label", text: "Deliver to: " }),
+      delivery.address || "no address given: ask the customer"),
     h("div", { class: "row" }, button),
     message);
   }
@@ -72,7 +75,7 @@ export function render() {
       try {
         for (const status of Object.keys(lists)) {
           const { items, next } = await allPages(`/deliveries?status=${status}&limit=100`, 5);
-          const signature = JSON.stringify([items.map((d) => [d.id, d.status]), Boolean(next)]);
+          const signature = JSON.stringify([items.map((d) => [d.id, d.status, d.address]), Boolean(next)]);
           if (shown[status] === signature) continue;
           const names = await Promise.all(items.map((delivery) => titleOf(delivery.book_id)));
           lists[status].replaceChildren(...items.map((delivery, index) => card(delivery, names[index])));
