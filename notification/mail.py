@@ -99,11 +99,18 @@ class Mailer(DependencyProvider):
             for index, mail in enumerate(mails):
                 try:
                     smtp.send_message(self.message(mail))
+                except smtplib.SMTPSenderRefused as error:  # our SMTP_FROM: every mail waits until it is fixed
+                    for rest in mails[index:]:
+                        yield rest, DEFERRED, _describe(error)
+                    return
                 except smtplib.SMTPRecipientsRefused as error:
                     codes = [code for code, _ in error.recipients.values()]
                     yield mail, (REFUSED if codes and min(codes) >= 500 else DEFERRED), _describe(error)
                 except smtplib.SMTPResponseException as error:
                     yield mail, (REFUSED if error.smtp_code >= 500 else DEFERRED), _describe(error)
+                except (smtplib.SMTPNotSupportedError, ValueError) as error:
+                    # e.g. a non-ASCII address to a server without SMTPUTF8: no retry will help
+                    yield mail, REFUSED, _describe(error)
                 except (OSError, smtplib.SMTPException) as error:  # the connection broke: the rest waits too
                     for rest in mails[index:]:
                         yield rest, DEFERRED, _describe(error)
