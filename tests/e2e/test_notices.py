@@ -231,3 +231,10 @@ def test_a_reservation_the_library_cancels_is_noticed_one_the_customer_cancels_i
     library.wait_status(refused["id"], "canceled", timeout=30)
     eventually(lambda: kinds(reader, refused["id"]) == ["canceled"], timeout=30)
     assert "canceled" not in kinds(reader, mine["id"])
+
+
+def test_readiness_lists_notification_and_its_mail(library):
+    checks = library.anonymous.ok("GET", "/health/ready")["checks"]
+    assert checks["notification"]["status"] == "ok"
+    assert checks["notification"]["mail"]["enabled"] is True
+    assert checks["notification"]["mail"]["backlog"] >= 0
