@@ -42,6 +42,9 @@ metrics: deps ## List the running processes' Prometheus metrics URLs
 status: deps ## Show the running replicas
 	@$(PY) -m ops.run status
 
+mail: deps ## Show the last mails the development mail catcher caught (LIMIT=n; 0: all); make up starts it when SMTP_HOST is not set
+	@$(PY) -m ops.mailcatcher show $(if $(LIMIT),--limit $(LIMIT))
+
 logs: ## Follow every service's log
 	@tail -F var/log/*.log
 
@@ -79,7 +82,7 @@ revision: deps ## Write the next migration of SERVICE=name from its models: MESS
 test-fast: deps broker ## The inner loop: unit and integration tests only
 	@$(NAMEKO) test tests/unit tests/integration -q -p no:cacheprovider
 
-.PHONY: help deps broker up down start stop status logs shell test test-fast chromium axe screenshots rollout metrics promtool
+.PHONY: help deps broker up down start stop status logs shell test test-fast chromium axe screenshots rollout metrics promtool mail
 
 docs: deps ## Regenerate docs/asyncapi.json, docs/events.md and README's event table from the schemas and contracts
 	@$(PY) -m common.asyncapi > docs/asyncapi.json.tmp && mv docs/asyncapi.json.tmp docs/asyncapi.json

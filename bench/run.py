@@ -47,7 +47,7 @@ from helpers import MANAGEMENT, free_port, throwaway_vhost  # noqa: E402
 from ops.run import Cluster, _http_ok  # noqa: E402
 
 PY = sys.executable
-BACKENDS = ["product", "reservation", "delivery", "mypage"]
+BACKENDS = ["product", "reservation", "delivery", "mypage", "notification"]
 CUSTOMERS = 32
 BOOKS = 8
 STOCK = 100_000

@@ -29,7 +29,7 @@ from common import events
 ASYNCAPI_VERSION = "2.6.0"
 AMQP_BINDING_VERSION = "0.2.0"
 DOCUMENT_VERSION = "1.0.0"
-SERVICES = ("product", "reservation", "delivery", "mypage", "gateway")
+SERVICES = ("product", "reservation", "delivery", "mypage", "notification", "gateway")
 JSON_TYPES = ("string", "integer", "number", "boolean", "object", "array")
 SERVICE_POOL, BROADCAST = "service_pool", "broadcast"
 PERSISTENT = 2  # AMQP delivery mode of every event (nameko's default)
@@ -49,6 +49,7 @@ EXAMPLE_VALUES = {
     "reservation_id": "9d4b2f7e-3c1a-4e8b-b6f2-1a2b3c4d5e6f", "book_id": 7, "customer": "alice",
     "delivery_id": "2c8e6a4f-7b3d-4f1e-9a0c-5d6e7f8a9b0c", "isbn": "978-0-441-17271-9", "title": "Dune",
     "author": "Frank Herbert", "stock": 2, "quantity": 1, "position": 1, "reason": "no such title",
+    "email": "alice@example.org", "address": "12 Reading Lane, Booktown",
 }
 EXAMPLE_STATUS = {"delivery_created": "preparing", "delivery_shipped": "shipped",
                   "delivery_delivered": "delivered", "delivery_canceled": "canceled"}

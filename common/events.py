@@ -159,8 +159,17 @@ class CopyReleased(ReservationEvent):
 
 # reservation: the reservation's lifecycle
 
+def _address():
+    # Optional in the schema (added compatibly), always sent by the producer.
+    return _str("Where the book goes (at most 300 characters), as given with the reservation or, by "
+                "default, the customer's account address at that moment; null when none.",
+                required=False, allow_none=True, validate=validate.Length(max=300))
+
+
 class ReservationRequested(ReservationEvent):
     """A customer reserved a title."""
+
+    address = _address()
 
 
 class ReservationWaitlisted(ReservationEvent):
@@ -169,6 +178,8 @@ class ReservationWaitlisted(ReservationEvent):
 
 class ReservationConfirmed(ReservationEvent):
     """A copy is allocated; a delivery is due."""
+
+    address = _address()
 
 
 class ReservationShipped(ReservationEvent):
@@ -222,6 +233,18 @@ class MyPageChanged(ReservationEvent):
 
 
 ViewChanged = MyPageChanged  # its former name
+
+
+# gateway: the accounts it owns
+
+class CustomerUpdated(Envelope):
+    """An account was created, or its email or address changed (the whole contact, as it is now)."""
+
+    customer = _str("Username of the account.")
+    email = _str("Where the customer's notices are mailed; null when none.", allow_none=True,
+                 validate=validate.Length(max=254))
+    address = _str("Where the customer's books go by default (at most 300 characters); null when none.",
+                   allow_none=True, validate=validate.Length(max=300))
 
 
 # -- the registry -----------------------------------------------------------------------------
@@ -287,6 +310,7 @@ _TYPES = [
     EventType("delivery_delivered", "delivery", DeliveryDelivered, DeliveryDelivered.__doc__),
     EventType("delivery_canceled", "delivery", DeliveryCanceled, DeliveryCanceled.__doc__),
     EventType("mypage_changed", "mypage", MyPageChanged, MyPageChanged.__doc__),
+    EventType("customer_updated", "gateway", CustomerUpdated, CustomerUpdated.__doc__),
 ]
 TYPES = {t.name: t for t in _TYPES}
 

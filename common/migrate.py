@@ -40,7 +40,7 @@ from sqlalchemy.exc import OperationalError
 log = logging.getLogger(__name__)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SERVICES = ("product", "reservation", "delivery", "mypage", "gateway")
+SERVICES = ("product", "reservation", "delivery", "mypage", "notification", "gateway")
 INITIAL = "0001"
 LOCK_RETRIES = 5
 

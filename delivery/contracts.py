@@ -6,7 +6,8 @@ list delivery as a consumer from it. Format: see product/contracts.py.
 """
 CONSUMES = [
     {"producer": "reservation", "event": "reservation_confirmed", "handler": "on_reservation_confirmed",
-     "reads": {"reservation_id": "string", "book_id": "integer", "customer": "string"}},
+     "reads": {"reservation_id": "string", "book_id": "integer", "customer": "string",
+               "address": {"type": "string", "required": False, "nullable": True}}},
     {"producer": "reservation", "event": "reservation_canceled", "handler": "on_reservation_canceled",
      "reads": {"reservation_id": "string"}},
 ]

@@ -18,7 +18,7 @@ STATUSES = (PREPARING, SHIPPED, DELIVERED, CANCELED)
 
 
 class Delivery:
-    def __init__(self, id, reservation_id, book_id, customer, status, now):
+    def __init__(self, id, reservation_id, book_id, customer, status, now, address=None):
         self.id = id
         self.reservation_id = reservation_id
         self.book_id = book_id
@@ -26,10 +26,11 @@ class Delivery:
         self.status = status
         self.created_at = now
         self.updated_at = now
+        self.address = address  # where the book goes, as the reservation said; None when unknown
 
     @classmethod
-    def prepare(cls, id, reservation_id, book_id, customer, now):
-        return cls(id, reservation_id, book_id, customer, PREPARING, now), ["delivery_created"]
+    def prepare(cls, id, reservation_id, book_id, customer, now, address=None):
+        return cls(id, reservation_id, book_id, customer, PREPARING, now, address), ["delivery_created"]
 
     @classmethod
     def canceled_before_created(cls, id, reservation_id, book_id, customer, now):
@@ -65,4 +66,4 @@ class Delivery:
 
     def to_dict(self):
         return {"id": self.id, "reservation_id": self.reservation_id, "book_id": self.book_id,
-                "customer": self.customer, "status": self.status}
+                "customer": self.customer, "address": self.address, "status": self.status}

@@ -14,6 +14,7 @@ deliveries = Table(
     Column("reservation_id", String(36), nullable=False, unique=True),
     Column("book_id", Integer, nullable=False),
     Column("customer", String(64), nullable=False),
+    Column("address", String(300), nullable=True),  # where the book goes; null when the customer gave none
     Column("status", String(16), nullable=False, index=True),
     Column("created_at", String(40), nullable=False),
     Column("updated_at", String(40), nullable=False),

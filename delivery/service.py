@@ -72,7 +72,8 @@ class DeliveryService(ServiceBase):
         if models.find_for_reservation(tx.session, event["reservation_id"]) is not None:
             return  # already created, or canceled before we got here
         delivery, caused = Delivery.prepare(
-            str(uuid.uuid4()), event["reservation_id"], event["book_id"], event["customer"], now_iso())
+            str(uuid.uuid4()), event["reservation_id"], event["book_id"], event["customer"], now_iso(),
+            event.get("address"))
         tx.session.add(delivery)
         self._emit(tx, delivery, caused)
 

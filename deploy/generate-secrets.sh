@@ -5,7 +5,8 @@ set -eu
 
 dir="$(cd "$(dirname "$0")" && pwd)/secrets"
 names="rabbitmq_password postgres_password product_db_password reservation_db_password
-delivery_db_password mypage_db_password gateway_db_password token_secret redis_password"
+delivery_db_password mypage_db_password notification_db_password gateway_db_password token_secret
+redis_password"
 
 random_value() {
     # 48 letters and digits; the leading letter keeps YAML from reading a number.

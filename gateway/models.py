@@ -11,6 +11,8 @@ accounts = Table(
     Column("username", String(64), primary_key=True),
     Column("password_hash", String(200), nullable=False),
     Column("role", String(16), nullable=False),
+    Column("email", String(254), nullable=True),  # where notices are mailed
+    Column("address", String(300), nullable=True),  # where books go, unless a reservation says otherwise
 )
 Base.registry.map_imperatively(Account, accounts)
 

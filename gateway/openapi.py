@@ -16,6 +16,9 @@ RESPONSES = {
     # route name: (success schema, extra error statuses)
     "issue_token": (schemas.Token, [401, 429]),
     "register": (schemas.Account, [409]),
+    "get_account": (schemas.Profile, [404]),
+    "change_account": (schemas.Profile, [404]),
+    "notifications": (schemas.NoticePage, []),
     "register_book": (schemas.Book, []),
     "add_stock": (schemas.Book, [404]),
     "list_books": (schemas.page_of(schemas.Book), []),

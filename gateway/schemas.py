@@ -26,6 +26,28 @@ def text(max_length, **kwargs):
     return fields.String(validate=[validate.Length(min=1, max=max_length), PRINTABLE], **kwargs)
 
 
+class Trimmed(fields.String):
+    """A string with the spaces around it removed before it is validated."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return super()._deserialize(value, attr, data, **kwargs).strip()
+
+
+def email(**kwargs):
+    """Where notices are mailed: an address as mail servers take it; null clears it."""
+    return fields.Email(validate=validate.Length(max=254), allow_none=True,
+                        metadata={"description": "where notices are mailed; null: none"}, **kwargs)
+
+
+def address(**kwargs):
+    """Where books go: up to 300 characters, lines allowed, no other control character."""
+    kwargs.setdefault("metadata", {"description": "where books are delivered (at most 300 characters)"})
+    return Trimmed(validate=[validate.Length(min=1, max=300),
+                             validate.Regexp(r"^[^\x00-\x09\x0b-\x1f\x7f]*$",
+                                             error="control characters other than line breaks are not allowed")],
+                   **kwargs)
+
+
 class Request(Schema):
     class Meta:
         unknown = RAISE
@@ -45,6 +67,8 @@ class Registration(Request):
         r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,31}$",
         error="2 to 32 letters, digits, '.', '_' or '-', starting with a letter or digit"))
     password = fields.String(required=True, validate=validate.Length(min=1, max=256), load_only=True)
+    email = email()
+    address = address(allow_none=True)
 
 
 class Token(Schema):
@@ -56,6 +80,18 @@ class Token(Schema):
 class Account(Schema):
     username = fields.String(required=True)
     role = fields.String(required=True, validate=validate.OneOf(["librarian", "customer", "courier"]))
+
+
+class Profile(Account):
+    email = fields.String(required=True, allow_none=True)
+    address = fields.String(required=True, allow_none=True)
+
+
+class ContactChange(Request):
+    """PATCH /account: what it names changes; null clears it."""
+
+    email = email()
+    address = address(allow_none=True)
 
 
 # -- books ------------------------------------------------------------------
@@ -100,6 +136,7 @@ def page_of(item_schema):
 
 class NewReservation(Request):
     book_id = StrictInteger(required=True, validate=validate.Range(min=1, max=2 ** 31 - 1))
+    address = address(metadata={"description": "where the book goes; by default the account's address"})
 
 
 RESERVATION_STATUSES = ["requested", "waitlisted", "confirmed", "shipped", "delivered", "returned", "canceled"]
@@ -112,6 +149,7 @@ class Reservation(Schema):
     status = fields.String(required=True, validate=validate.OneOf(RESERVATION_STATUSES))
     created_at = fields.String(required=True, metadata={"format": "date-time"})
     updated_at = fields.String(required=True, metadata={"format": "date-time"})
+    address = fields.String(allow_none=True, metadata={"description": "where the book goes; null: none known"})
 
 
 class Delivery(Schema):
@@ -119,6 +157,8 @@ class Delivery(Schema):
     reservation_id = fields.String(required=True)
     book_id = fields.Integer(required=True)
     customer = fields.String(required=True)
+    address = fields.String(required=True, allow_none=True,
+                            metadata={"description": "where the book goes; null when the customer gave none"})
     status = fields.String(required=True, validate=validate.OneOf(["preparing", "shipped", "delivered", "canceled"]))
 
 
@@ -140,6 +180,25 @@ class MyPageReservation(Schema):
 class MyPage(Schema):
     customer = fields.String(required=True)
     reservations = fields.List(fields.Nested(MyPageReservation), required=True)
+
+
+# -- notices ----------------------------------------------------------------
+
+NOTICE_KINDS = ["confirmed", "shipped", "delivered", "due_soon", "overdue", "canceled"]
+
+
+class Notice(Schema):
+    id = fields.String(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(NOTICE_KINDS))
+    reservation_id = fields.String(required=True)
+    subject = fields.String(required=True)
+    sent_at = fields.String(required=True, metadata={"format": "date-time"})
+
+
+class NoticePage(Schema):
+    items = fields.List(fields.Nested(Notice), required=True, metadata={"description": "newest first"})
+    next = fields.String(required=True, allow_none=True,
+                         metadata={"description": "pass as ?cursor= for the next (older) page; null on the last"})
 
 
 # -- live mypage (Server-Sent Events) --------------------------------------

@@ -2,7 +2,10 @@
 
 Each route authenticates and validates (in ``gateway.http``), then makes one
 or two RPC calls and returns what the service answered. It owns nothing but
-the accounts; every business decision is made by the service that owns it.
+the accounts (who may sign in, their role, their email and address); every
+business decision is made by the service that owns it. Account changes are
+announced as ``customer_updated`` through the gateway's own outbox, so
+``notification`` learns where to mail without ever asking the gateway.
 """
 import json
 import logging
@@ -24,7 +27,7 @@ from common.metrics import Metrics
 from common.rpc import ServiceRpc
 from common.store import Store
 from gateway import auth, models, openapi, schemas
-from gateway.domain import Account
+from gateway.domain import DEMO_CONTACTS, Account
 from gateway.cache import GatewayCaches
 from gateway.inline import inline_event_handler
 from gateway.live import LiveHub, change, stream_response, token_expiry
@@ -35,14 +38,19 @@ log = logging.getLogger(__name__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 WEB_ROOT = os.path.join(HERE, "web")
 ASYNCAPI = os.path.join(os.path.dirname(HERE), "docs", "asyncapi.json")
-BACKENDS = ("product", "reservation", "delivery", "mypage")
+BACKENDS = ("product", "reservation", "delivery", "mypage", "notification")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 
 
 class AccountStore(Store):
     """The gateway's store: refuses to start with the default token secret
-    outside development, and creates the demo accounts in development."""
+    outside development, and creates the demo accounts in development.
+
+    The demo customers' contacts are announced (``customer_updated``) at
+    every start in development: an announcement is the whole contact as it
+    is now, so a repeat changes nothing, and a ``notification`` whose queue
+    did not exist yet at the first one learns them all the same."""
 
     def setup(self):
         auth.check_config(self.container.config)  # logs why and raises ConfigurationError
@@ -50,8 +58,15 @@ class AccountStore(Store):
         if self.container.config.get("PROFILE", "development") == "development":
             with self.transaction() as tx:
                 for username, password, role in auth.DEMO_ACCOUNTS:
-                    if models.find(tx.session, username) is None:
-                        tx.session.add(Account(username, auth.hash_password(password), role))
+                    email, address = DEMO_CONTACTS.get(username, (None, None))
+                    account = models.find(tx.session, username)
+                    if account is None:
+                        account = Account(username, auth.hash_password(password), role, email, address)
+                        tx.session.add(account)
+                    elif account.email is None and account.address is None:  # made before accounts had them
+                        account.change_contact({"email": email, "address": address})
+                    if username in DEMO_CONTACTS:
+                        tx.emit("customer_updated", **account.contact())
 
 
 class LivePages(LiveHub):
@@ -94,6 +109,7 @@ class GatewayService:
     reservation = ServiceRpc("reservation")
     delivery = ServiceRpc("delivery")
     mypage = ServiceRpc("mypage")
+    notification = ServiceRpc("notification")
     live_pages = LivePages()
     caches = GatewayCaches()
 
@@ -114,12 +130,30 @@ class GatewayService:
         try:
             with self.store.transaction() as tx:
                 taken = models.name_taken(tx.session, body["username"])
-                account = Account.sign_up(body["username"], body["password"], taken)
+                account = Account.sign_up(body["username"], body["password"], taken,
+                                          body.get("email"), body.get("address"))
                 tx.session.add(account)
+                tx.emit("customer_updated", **account.contact())
         except IntegrityError:  # signed up twice at the same moment
             raise NotAllowed("this username is taken", username=body["username"]) from None
         log.info("account created", extra={"username": account.username})
         return account.to_dict()
+
+    @api("GET", "/account", roles={"customer", "librarian", "courier"}, tag="auth")
+    def get_account(self, request, user):
+        """Your account: username, role, email (where notices go) and address (where books go)."""
+        with self.store.reading() as session:
+            return self._account(session, user).profile()
+
+    @api("PATCH", "/account", roles={"customer", "librarian", "courier"}, body=schemas.ContactChange, tag="auth")
+    def change_account(self, request, user, body):
+        """Change your email or address (what the body names; null clears it). A new
+        address is where later reservations go; books already on their way keep theirs."""
+        with self.store.transaction() as tx:
+            account = self._account(tx.session, user)
+            if account.change_contact(body):
+                tx.emit("customer_updated", **account.contact())
+            return account.profile()
 
     # -- books ----------------------------------------------------------
 
@@ -148,7 +182,8 @@ class GatewayService:
     @api("POST", "/reservations", roles={"customer"}, body=schemas.NewReservation, status=202, tag="reservations")
     def reserve(self, request, user, body):
         """Reserve a title. Accepted at once (202); a copy is allocated, or the
-        reservation waitlisted, as the events flow. Honours ``Idempotency-Key``."""
+        reservation waitlisted, as the events flow. Honours ``Idempotency-Key``.
+        The book goes to ``address``, by default the account's address now."""
         key = request.headers.get("Idempotency-Key")
         if key is not None and not (0 < len(key) <= 128 and key.isprintable()):
             raise BadRequest("Idempotency-Key must be 1 to 128 printable characters",
@@ -163,7 +198,9 @@ class GatewayService:
         # service dies after its commit but before it answers, the broker
         # delivers the request again; the key makes that a replay, not a
         # second reservation.
-        return self.reservation.create(body["book_id"], user["username"], key or f"request:{uuid.uuid4()}")
+        address = body.get("address") or self._default_address(user)
+        return self.reservation.create(body["book_id"], user["username"], key or f"request:{uuid.uuid4()}",
+                                       address=address)
 
     @api("GET", "/reservations/<reservation_id>", roles={"customer", "librarian"}, tag="reservations")
     def get_reservation(self, request, user, reservation_id):
@@ -202,6 +239,15 @@ class GatewayService:
     def deliver(self, request, user, delivery_id):
         """The courier hands the book over: shipped → delivered."""
         return self.delivery.deliver(_delivery_id(delivery_id))
+
+    # -- notices --------------------------------------------------------
+
+    @api("GET", "/notifications", roles={"customer"}, query=schemas.Page, tag="notifications")
+    def notifications(self, request, user, query):
+        """The notices sent to you, newest first: confirmed, shipped, delivered (with
+        the due date), due soon, overdue, canceled by the library."""
+        cursor = int(query["cursor"]) if query["cursor"] else None
+        return _page(self.notification.notices(user["username"], before=cursor, limit=query["limit"]))
 
     # -- mypage ---------------------------------------------------------
 
@@ -286,6 +332,19 @@ class GatewayService:
         return _file_response(full, mimetypes.guess_type(full)[0] or "application/octet-stream")
 
     # -- helpers --------------------------------------------------------
+
+    @staticmethod
+    def _account(session, user):
+        account = models.find(session, user["username"])
+        if account is None:  # a valid token for an account since removed
+            raise NotFound("no such account", username=user["username"])
+        return account
+
+    def _default_address(self, user):
+        """The account's address at this moment (the gateway's own data: no RPC)."""
+        with self.store.reading() as session:
+            account = models.find(session, user["username"])
+            return account.address if account is not None else None
 
     def _ping_broker(self):
         with Connection(self.config[AMQP_URI_CONFIG_KEY], connect_timeout=2) as connection:

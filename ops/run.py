@@ -11,6 +11,11 @@ starts beside the old one, and the old one is stopped (gracefully) only once
 the new one consumes, or for the gateway, listens on the same port (the
 gateway opens it with SO_REUSEPORT; the old one drains, see gateway/http.py).
 
+When ``SMTP_HOST`` is not set, a development mail catcher
+(``ops/mailcatcher.py``) runs beside the services, as process
+``mailcatcher``, on a port of its own kept in ``var/run/mailcatcher.port``,
+writing what it receives to ``var/mail/``; the services mail to it.
+
 Each backend process serves its Prometheus metrics on a free port of its
 own (``METRICS_PORT``); ``var/run/prometheus/targets.json`` lists every
 process's metrics address for Prometheus (``deploy/prometheus``).
@@ -40,9 +45,11 @@ SERVICES = {
     "reservation": "reservation.service:ReservationService",
     "delivery": "delivery.service:DeliveryService",
     "mypage": "mypage.service:MyPageService",
+    "notification": "notification.service:NotificationService",
     "gateway": "gateway.service:GatewayService",
 }
-BACKENDS = ["product", "reservation", "delivery", "mypage"]
+BACKENDS = ["product", "reservation", "delivery", "mypage", "notification"]
+MAIL_CATCHER = "mailcatcher"  # not a Nameko service: the development SMTP server, when SMTP_HOST is not set
 
 
 def load_config(env):
@@ -68,7 +75,35 @@ class Cluster:
         os.makedirs(os.path.join(self.state_dir, "run"), exist_ok=True)
         os.makedirs(os.path.join(self.state_dir, "log"), exist_ok=True)
         os.makedirs(os.path.join(self.state_dir, "data"), exist_ok=True)
+        self.mail_dir = os.path.join(self.state_dir, "mail")
+        self.mail_catcher_port = None
+        if not (self.env.get("SMTP_HOST") or os.environ.get("SMTP_HOST")):
+            self.mail_catcher_port = self._catcher_port()
+            self.env.update(SMTP_HOST="127.0.0.1", SMTP_PORT=str(self.mail_catcher_port))
         self.config = load_config(self._process_env())
+
+    def _catcher_port(self):
+        """The mail catcher's port: chosen once per state directory, so the
+        services and a restarted catcher agree on it."""
+        path = os.path.join(self.state_dir, "run", f"{MAIL_CATCHER}.port")
+        try:
+            with open(path) as handle:
+                return int(handle.read().strip())
+        except (OSError, ValueError):
+            pass
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        with open(path + ".tmp", "w") as handle:
+            handle.write(str(port))
+        os.replace(path + ".tmp", path)
+        return port
+
+    def _command(self, service):
+        if service == MAIL_CATCHER:
+            return [self.python, "-m", "ops.mailcatcher", "serve", "--port", str(self.mail_catcher_port),
+                    "--dir", self.mail_dir]
+        return [self.python, "-m", "nameko", "run", "--config", os.path.join(ROOT, "config.yml"), SERVICES[service]]
 
     @property
     def gateway_url(self):
@@ -133,13 +168,12 @@ class Cluster:
         its pid file is ``slot``'s, the replica's unless it is a replacement."""
         slot = slot or replica
         env = self._process_env(replica, service)
-        metrics = self._metrics_address(service, env)
-        if service != "gateway":
+        metrics = self._metrics_address(service, env) if service in SERVICES else None
+        if service in BACKENDS:
             env["METRICS_PORT"] = metrics or "0"
         log = open(self.logfile(service, replica), "ab")
         process = subprocess.Popen(
-            [self.python, "-m", "nameko", "run", "--config", os.path.join(ROOT, "config.yml"), SERVICES[service]],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            self._command(service), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True)
         with open(self._pidfile(service, slot), "w") as handle:
             handle.write(str(process.pid))
@@ -202,6 +236,9 @@ class Cluster:
             if service == "gateway":
                 base, port = self.gateway_url.rsplit(":", 1)
                 if all(_http_ok(f"{base}:{int(port) + r - 1}/health/live") for r in range(1, replicas + 1)):
+                    return
+            elif service == MAIL_CATCHER:
+                if _port_open(self.mail_catcher_port):
                     return
             elif self.consumers(service) >= replicas:
                 return
@@ -290,7 +327,10 @@ class Cluster:
     def up(self, timeout=90):
         # The backends start side by side: each waits only for its own
         # import, migration and consumers. The gateway comes last, so its
-        # first request finds them there.
+        # first request finds them there. The mail catcher, when there is
+        # one, comes first: the first notice finds it.
+        if self.mail_catcher_port:
+            self.start(MAIL_CATCHER, 1, timeout)
         self._each(BACKENDS, lambda service: self.start(service, max(1, len(self.pids(service))), timeout))
         self.start("gateway", max(1, len(self.pids("gateway"))), timeout)
         self.wait_ready(timeout)
@@ -298,6 +338,7 @@ class Cluster:
     def down(self):
         self.stop("gateway")  # no new requests first; then the rest, side by side
         self._each(BACKENDS, self.stop)
+        self.stop(MAIL_CATCHER)  # last: the mails the services were sending get there
 
     @staticmethod
     def _each(services, action):
@@ -313,7 +354,10 @@ class Cluster:
         raise TimeoutError(f"{self.gateway_url}/health/ready did not answer 200 within {timeout}s")
 
     def status(self):
-        return {service: sorted(self.pids(service).values()) for service in SERVICES}
+        found = {service: sorted(self.pids(service).values()) for service in SERVICES}
+        if self.mail_catcher_port:
+            found[MAIL_CATCHER] = sorted(self.pids(MAIL_CATCHER).values())
+        return found
 
 
 _TARGETS_LOCK = threading.Lock()
@@ -375,6 +419,14 @@ def _signal(pid, sig):
         pass
 
 
+def _port_open(port, host="127.0.0.1"):
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def _http_ok(url):
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -386,7 +438,7 @@ def _http_ok(url):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["up", "down", "start", "stop", "kill", "status", "rollout", "metrics"])
-    parser.add_argument("service", nargs="?", choices=list(SERVICES))
+    parser.add_argument("service", nargs="?", choices=[*SERVICES, MAIL_CATCHER])
     parser.add_argument("--replicas", type=int, default=1)
     args = parser.parse_args(argv)
     cluster = Cluster()
@@ -399,6 +451,8 @@ def main(argv=None):
               f"  API description: {cluster.gateway_url}/openapi.json\n"
               f"  RabbitMQ console: {management}  (guest/guest on a local broker)\n"
               f"  metrics: make metrics (Prometheus targets: var/run/prometheus/targets.json)\n"
+              + (f"  mail: notices go to the mail catcher on 127.0.0.1:{cluster.mail_catcher_port}; make mail shows them\n"
+                 if cluster.mail_catcher_port else f"  mail: notices are mailed through {cluster.config['SMTP_HOST']}\n") +
               f"  logs: var/log/   stop: make down")
     elif args.command == "down":
         cluster.down()

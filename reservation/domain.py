@@ -28,10 +28,12 @@ PROGRESS = [REQUESTED, WAITLISTED, CONFIRMED, SHIPPED, DELIVERED, RETURNED]
 HOLDS_A_COPY = {CONFIRMED, SHIPPED, DELIVERED}
 CANCELABLE = {REQUESTED, WAITLISTED, CONFIRMED, SHIPPED}
 FINISHED = {RETURNED, CANCELED}
+# The events that say where the book goes (delivery reads it from the confirmation).
+ADDRESSED = {"reservation_requested", "reservation_confirmed"}
 
 
 class Reservation:
-    def __init__(self, id, book_id, customer, now, idempotency_key=None):
+    def __init__(self, id, book_id, customer, now, idempotency_key=None, address=None):
         self.id = id
         self.book_id = book_id
         self.customer = customer
@@ -39,10 +41,13 @@ class Reservation:
         self.created_at = now
         self.updated_at = now
         self.idempotency_key = idempotency_key
+        # Where the book goes, fixed when reserved: a later change of the
+        # customer's account address is for later reservations.
+        self.address = address
 
     @classmethod
-    def request(cls, id, book_id, customer, now, idempotency_key=None):
-        reservation = cls(id, book_id, customer, now, idempotency_key)
+    def request(cls, id, book_id, customer, now, idempotency_key=None, address=None):
+        reservation = cls(id, book_id, customer, now, idempotency_key, address)
         return reservation, ["reservation_requested"]
 
     # -- what other services tell us ------------------------------------
@@ -101,8 +106,11 @@ class Reservation:
         self.updated_at = now
         return [f"reservation_{status}"]
 
-    def event_fields(self):
-        return {"reservation_id": self.id, "book_id": self.book_id, "customer": self.customer}
+    def event_fields(self, event_type=None):
+        fields = {"reservation_id": self.id, "book_id": self.book_id, "customer": self.customer}
+        if event_type in ADDRESSED:
+            fields["address"] = self.address
+        return fields
 
     def to_dict(self):
         return {
@@ -112,4 +120,5 @@ class Reservation:
             "status": self.status,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "address": self.address,
         }

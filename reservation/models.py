@@ -15,6 +15,7 @@ reservations = Table(
     Column("created_at", String(40), nullable=False),
     Column("updated_at", String(40), nullable=False),
     Column("idempotency_key", String(128), nullable=True),
+    Column("address", String(300), nullable=True),  # where the book goes; null when none was known
     UniqueConstraint("customer", "idempotency_key", name="one_reservation_per_idempotency_key"),
 )
 Base.registry.map_imperatively(Reservation, reservations)

@@ -29,7 +29,7 @@ class ReservationService(ServiceBase):
     delivery = ServiceRpc("delivery", timeout_key="CANCEL_TIMEOUT", default=2.0, breaker=True)
 
     @rpc
-    def create(self, book_id, customer, idempotency_key=None):
+    def create(self, book_id, customer, idempotency_key=None, address=None):
         with self.store.reading() as session:
             if idempotency_key:
                 existing = models.find_by_idempotency_key(session, customer, idempotency_key)
@@ -38,7 +38,7 @@ class ReservationService(ServiceBase):
         try:
             with self.store.transaction() as tx:
                 reservation, caused = Reservation.request(
-                    str(uuid.uuid4()), book_id, customer, now_iso(), idempotency_key)
+                    str(uuid.uuid4()), book_id, customer, now_iso(), idempotency_key, address)
                 tx.session.add(reservation)
                 self._emit(tx, reservation, caused)
                 created = reservation.to_dict()
@@ -121,7 +121,7 @@ class ReservationService(ServiceBase):
     @staticmethod
     def _emit(tx, reservation, event_types):
         for event_type in event_types:
-            tx.emit(event_type, **reservation.event_fields())
+            tx.emit(event_type, **reservation.event_fields(event_type))
 
     @staticmethod
     def _owned(session, reservation_id, customer):

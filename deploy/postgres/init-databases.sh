@@ -8,7 +8,7 @@
 # /run/secrets/<service>_db_password; the superuser's is POSTGRES_PASSWORD_FILE.
 set -euo pipefail
 
-services=(product reservation delivery mypage gateway)
+services=(product reservation delivery mypage notification gateway)
 secrets_dir="${BOOKRENTAL_SECRETS_DIR:-/run/secrets}"
 
 for service in "${services[@]}"; do

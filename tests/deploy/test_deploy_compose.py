@@ -133,7 +133,7 @@ def test_services_start_once_what_they_need_is_healthy(compose):
 def test_every_service_of_the_repository_runs(app_services):
     run = {service["command"][-1] for service in app_services.values()}
     assert set(service_classes().values()) <= run
-    assert {"product", "reservation", "delivery", "mypage", "gateway"} <= set(service_classes())
+    assert {"product", "reservation", "delivery", "mypage", "notification", "gateway"} <= set(service_classes())
 
 
 def test_commands_name_modules_of_the_repository(app_services):

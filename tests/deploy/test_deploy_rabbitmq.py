@@ -148,6 +148,6 @@ def test_postgres_init_script_is_valid_bash():
     assert result.returncode == 0, result.stderr
     text = script.read_text()
     services = set(re.search(r"services=\(([^)]*)\)", text).group(1).split())
-    assert services == {"product", "reservation", "delivery", "mypage", "gateway"}
+    assert services == {"product", "reservation", "delivery", "mypage", "notification", "gateway"}
     assert "REVOKE ALL ON DATABASE" in text, "no service may reach another's database"
     assert "ON_ERROR_STOP=1" in text

@@ -12,10 +12,12 @@ README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
 def test_the_readme_story_runs_as_written(system):
     text = open(README).read()
     story = re.search(r"## The story, by copy-paste.*?```bash\n(.*?)```", text, re.S).group(1)
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", story], env={**os.environ, "B": system.gateway_url},
+    env = {**os.environ, "B": system.gateway_url, "MAIL_DIR": system.mail_dir}  # make mail reads this system's
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", story], env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert '"status": "confirmed"' in lines[1] and '"status": "waitlisted"' in lines[2]
     assert '"status": "returned"' in result.stdout and '"status": "canceled"' in result.stdout
+    assert '"kind": "delivered"' in result.stdout and "to alice@example.org" in result.stdout
     assert '"stock": 1' in lines[-1]

@@ -17,7 +17,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from common.handlers import DEAD_LETTER_EXCHANGE
 from support import CANCEL_TIMEOUT, CIRCUIT_FAIL_MAX, CIRCUIT_RESET_TIMEOUT, Database, EventLog
 
-SERVICES = ("product", "reservation", "delivery", "mypage")
+SERVICES = ("product", "reservation", "delivery", "mypage", "notification")
 
 
 @pytest.fixture

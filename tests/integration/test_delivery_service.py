@@ -55,6 +55,16 @@ def only_delivery(delivery_db):
 # -- a confirmed reservation gets a delivery ----------------------------------
 
 
+def test_a_delivery_goes_to_the_address_its_confirmation_carries(delivery, publish, rpc, delivery_db):
+    sent = {**reservation_event("reservation_confirmed", "r-1"), "address": "12 Reading Lane\nBooktown"}
+    handle(delivery, publish, sent, "on_reservation_confirmed")
+    handle(delivery, publish, reservation_event("reservation_confirmed", "r-2"), "on_reservation_confirmed")
+
+    by_reservation = {d["reservation_id"]: d for d in rpc().delivery.list()["items"]}
+    assert by_reservation["r-1"]["address"] == "12 Reading Lane\nBooktown"
+    assert by_reservation["r-2"]["address"] is None  # a confirmation from before addresses: none known
+
+
 def test_a_confirmed_reservation_gets_a_delivery_in_preparation(delivery, publish, emitted, delivery_db):
     confirmed(delivery, publish, correlation_id="corr-confirm")
 
@@ -152,7 +162,7 @@ def test_list_pages_oldest_first_and_filters_by_status(delivery, publish, rpc, d
     assert [d["reservation_id"] for d in cluster.delivery.list(status="preparing")["items"]] == ["r-1", "r-2"]
     assert [d["id"] for d in cluster.delivery.list(status="shipped")["items"]] == [first_id]
     assert cluster.delivery.get(first_id) == {"id": first_id, "reservation_id": "r-0", "book_id": 7,
-                                              "customer": "alice", "status": "shipped"}
+                                              "customer": "alice", "address": None, "status": "shipped"}
 
 
 # -- canceling --------------------------------------------------------------------

@@ -73,7 +73,8 @@ def test_every_backend_serves_its_metrics_on_its_own_port(system, library):
     assert sorted((t["labels"]["service"], t["targets"][0]) for t in targets) == \
         sorted((service, address) for (service, _), address in addresses.items())
     handled = {"product": "reservation_requested", "reservation": "copy_allocated",
-               "delivery": "reservation_confirmed", "mypage": "reservation_confirmed"}
+               "delivery": "reservation_confirmed", "mypage": "reservation_confirmed",
+               "notification": "reservation_confirmed"}
     for service in BACKENDS:
         found = scrape(addresses[(service, 1)])
         assert value(found, "bookrental_events_handled_total", service=service, event_type=handled[service],

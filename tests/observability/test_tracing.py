@@ -52,6 +52,7 @@ def test_one_request_id_is_in_the_log_of_every_service_the_story_touches(system,
         "product": "applied reservation_requested",
         "delivery": "applied reservation_confirmed",
         "mypage": "applied delivery_created",
+        "notification": "applied reservation_confirmed",
     }
     for service, message in expected.items():
         mine = eventually(lambda: with_id(system, service, request_id), timeout=10,

@@ -20,7 +20,7 @@ def gateway(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def full_system(tmp_path_factory):
-    """All five services, limits off."""
+    """All six services, limits off."""
     with running(tmp_path_factory, BACKENDS, **LOOSE_LIMITS) as cluster:
         yield cluster
 

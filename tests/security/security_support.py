@@ -9,7 +9,7 @@ import sys
 from helpers import free_port, throwaway_vhost
 from ops.run import ROOT, Cluster
 
-BACKENDS = ("product", "reservation", "delivery", "mypage")
+BACKENDS = ("product", "reservation", "delivery", "mypage", "notification")
 # No limit is reached by the tests that use these: the rate-limit tests start
 # a gateway of their own with tight ones.
 LOOSE_LIMITS = {"RATE_LIMIT_ENABLED": "false"}

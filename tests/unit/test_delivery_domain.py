@@ -32,9 +32,16 @@ def test_a_confirmed_reservation_gets_a_delivery_in_preparation():
     assert caused == ["delivery_created"]
     assert delivery.created_at == delivery.updated_at == at(0)
     assert delivery.to_dict() == {"id": "d-1", "reservation_id": "r-1", "book_id": 7,
-                                  "customer": "alice", "status": "preparing"}
+                                  "customer": "alice", "address": None, "status": "preparing"}
     assert delivery.event_fields() == {"delivery_id": "d-1", "reservation_id": "r-1", "book_id": 7,
                                        "customer": "alice", "status": "preparing"}
+
+
+def test_a_delivery_goes_where_the_reservation_said():
+    delivery, _ = Delivery.prepare("d-1", "r-1", 7, "alice", at(0), address="12 Reading Lane\nBooktown")
+
+    assert delivery.to_dict()["address"] == "12 Reading Lane\nBooktown"
+    assert "address" not in delivery.event_fields()  # the delivery events do not carry it
 
 
 def test_the_courier_ships_a_prepared_delivery():

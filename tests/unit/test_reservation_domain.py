@@ -6,6 +6,8 @@ NotAllowed when the state does not allow them.
 """
 import pytest
 
+from common import events
+
 from common.errors import NotAllowed
 from common.events import TYPES
 from reservation.domain import (
@@ -57,9 +59,21 @@ def test_a_new_reservation_is_requested_and_announces_it():
     assert reservation.idempotency_key == "k-1"
     assert reservation.to_dict() == {
         "id": "r-1", "book_id": 7, "customer": "alice", "status": "requested",
-        "created_at": at(0), "updated_at": at(0),
+        "created_at": at(0), "updated_at": at(0), "address": None,
     }
     assert reservation.event_fields() == {"reservation_id": "r-1", "book_id": 7, "customer": "alice"}
+
+
+def test_a_reservation_keeps_where_its_book_goes_and_says_it_when_requested_and_confirmed():
+    reservation, _ = Reservation.request("r-1", 7, "alice", at(0), address="12 Reading Lane")
+
+    assert reservation.to_dict()["address"] == "12 Reading Lane"
+    for event_type in ("reservation_requested", "reservation_confirmed"):
+        assert reservation.event_fields(event_type)["address"] == "12 Reading Lane"
+    for event_type in ("reservation_waitlisted", "reservation_shipped", "reservation_canceled"):
+        assert "address" not in reservation.event_fields(event_type)
+    for event_type in ("reservation_requested", "reservation_confirmed"):  # and the schemas take it
+        events.make(event_type, "corr", **reservation.event_fields(event_type))
 
 
 # -- forward moves ----------------------------------------------------------

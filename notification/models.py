@@ -1,0 +1,145 @@
+"""How notices, the mails to send, loans, contacts and titles are stored."""
+from sqlalchemy import Boolean, Column, Float, Integer, String, Table, Text, and_, func, or_, select, update
+
+from common.store import declare_base
+from notification.domain import Customer, Loan, Notice
+
+Base = declare_base()
+
+notices = Table(
+    "notices", Base.metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),  # newest first, and the list's cursor
+    Column("id", String(36), nullable=False, unique=True),  # made from what it is about: once-only
+    Column("customer", String(64), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),
+    Column("reservation_id", String(36), nullable=False),
+    Column("book_id", Integer, nullable=False),
+    Column("subject", String(400), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("sent_at", String(40), nullable=False),
+)
+# The outbox of mails: one row per notice to mail, sent by the mail sweep
+# (notification.mail), retried while the mail server is away.
+mails = Table(
+    "mails", Base.metadata,
+    Column("notice_id", String(36), primary_key=True),
+    Column("recipient", String(254), nullable=False),
+    Column("subject", String(400), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("sent_at", String(40), nullable=False),  # the notice's, for the Date header
+    Column("status", String(16), nullable=False, index=True),  # pending, sent, refused
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("claimed_until", Float, nullable=True),  # a replica is sending it until then
+    Column("mailed_at", Float, nullable=True),
+    Column("error", String(1000), nullable=True),
+)
+loans = Table(
+    "loans", Base.metadata,
+    Column("reservation_id", String(36), primary_key=True),
+    Column("customer", String(64), nullable=False),
+    Column("book_id", Integer, nullable=False),
+    Column("due_at", String(40), nullable=True),
+    Column("remind_at", Float, nullable=True, index=True),
+    Column("ended", Boolean, nullable=False, default=False),
+)
+customers = Table(
+    "customers", Base.metadata,
+    Column("username", String(64), primary_key=True),
+    Column("email", String(254), nullable=True),
+    Column("updated_at", String(40), nullable=True),
+)
+titles = Table(
+    "titles", Base.metadata,
+    Column("book_id", Integer, primary_key=True),
+    Column("title", String(300), nullable=False),
+)
+Base.registry.map_imperatively(Notice, notices)
+Base.registry.map_imperatively(Loan, loans)
+Base.registry.map_imperatively(Customer, customers)
+
+PENDING, SENT, REFUSED = "pending", "sent", "refused"
+
+
+def title_of(session, book_id):
+    return session.scalar(select(titles.c.title).where(titles.c.book_id == book_id))
+
+
+def save_title(session, book_id, title):
+    if title_of(session, book_id) is None:
+        session.execute(titles.insert().values(book_id=book_id, title=title))
+
+
+def customer(session, username):
+    return session.get(Customer, username)
+
+
+def loan(session, reservation_id):
+    return session.get(Loan, reservation_id)
+
+
+def loans_to_remind(session, now, limit=100):
+    return session.scalars(select(Loan).where(Loan.remind_at.is_not(None), Loan.remind_at <= now)
+                           .order_by(Loan.remind_at).limit(limit)).all()
+
+
+def has_notice(session, notice_id):
+    return session.scalar(select(notices.c.seq).where(notices.c.id == notice_id)) is not None
+
+
+def for_customer(session, username, before, limit):
+    """The customer's notices, newest first, older than the cursor ``before`` (a seq)."""
+    query = select(Notice).where(Notice.customer == username)
+    if before is not None:
+        query = query.where(Notice.seq < before)
+    return session.scalars(query.order_by(Notice.seq.desc()).limit(limit)).all()
+
+
+def add_mail(session, notice, recipient, now):
+    session.execute(mails.insert().values(
+        notice_id=notice.id, recipient=recipient, subject=notice.subject, body=notice.body,
+        sent_at=notice.sent_at, status=PENDING, attempts=0, next_attempt_at=now))
+
+
+def _due(now):
+    return and_(mails.c.status == PENDING, mails.c.next_attempt_at <= now,
+                or_(mails.c.claimed_until.is_(None), mails.c.claimed_until < now))
+
+
+def has_mail_due(session, now):
+    return session.scalar(select(mails.c.notice_id).where(_due(now)).limit(1)) is not None
+
+
+def claim_mails(session, now, lease, limit):
+    """Mails due now that no other replica is sending, claimed for ``lease`` seconds.
+
+    Each claim is a conditional UPDATE of one row: on any database, of two
+    replicas claiming the same mail, exactly one sees its row changed."""
+    due = session.execute(select(mails).where(_due(now)).order_by(mails.c.next_attempt_at).limit(limit)).mappings().all()
+    claimed = []
+    for row in due:
+        taken = session.execute(update(mails).where(mails.c.notice_id == row["notice_id"], _due(now))
+                                .values(claimed_until=now + lease))
+        if taken.rowcount == 1:
+            claimed.append(dict(row))
+    return claimed
+
+
+def mail_sent(session, notice_id, now):
+    session.execute(update(mails).where(mails.c.notice_id == notice_id).values(
+        status=SENT, mailed_at=now, claimed_until=None, error=None, attempts=mails.c.attempts + 1))
+
+
+def mail_deferred(session, notice_id, next_attempt_at, error):
+    session.execute(update(mails).where(mails.c.notice_id == notice_id).values(
+        next_attempt_at=next_attempt_at, claimed_until=None, error=error[:1000], attempts=mails.c.attempts + 1))
+
+
+def mail_refused(session, notice_id, error):
+    session.execute(update(mails).where(mails.c.notice_id == notice_id).values(
+        status=REFUSED, claimed_until=None, error=error[:1000], attempts=mails.c.attempts + 1))
+
+
+def mail_backlog(session):
+    """Mails waiting to be sent (a mail server away makes this grow)."""
+    return session.scalar(select(func.count()).select_from(mails).where(mails.c.status == PENDING))
