@@ -30,6 +30,13 @@ def find_for_reservation(session, reservation_id):
     return session.scalars(select(Delivery).where(Delivery.reservation_id == reservation_id)).first()
 
 
+def statuses(session, reservation_ids):
+    """{reservation id: its delivery's status} of those that have one."""
+    rows = session.execute(select(Delivery.reservation_id, Delivery.status)
+                           .where(Delivery.reservation_id.in_(reservation_ids))).all()
+    return dict(rows)
+
+
 def page(session, status, after_seq, limit):
     query = select(Delivery).where(Delivery.seq > after_seq)
     if status:

@@ -1,7 +1,7 @@
 """The delivery service: Nameko adapters around ``delivery.domain``.
 
 Inbound: RPC for the gateway (list, ship, deliver) and for ``reservation``'s
-synchronous cancel; handlers for ``reservation``'s events (confirmed creates
+synchronous cancel and its recovery (statuses); handlers for ``reservation``'s events (confirmed creates
 a delivery, canceled cancels it). Outbound: the store and its outbox.
 It never calls ``reservation``, so couriers keep working while it is down.
 """
@@ -10,6 +10,7 @@ import uuid
 
 from sqlalchemy.exc import IntegrityError
 
+from common import faults
 from common.errors import NotFound
 from common.events import now_iso
 from common.handlers import handles
@@ -20,6 +21,8 @@ from delivery import models
 from delivery.domain import DELIVERED, Delivery
 
 log = logging.getLogger(__name__)
+
+MAX_STATUSES = 500  # reservations per statuses call
 
 
 class DeliveryService(ServiceBase):
@@ -50,7 +53,10 @@ class DeliveryService(ServiceBase):
     @rpc
     def cancel(self, reservation_id, book_id, customer):
         """The synchronous half of a reservation's cancel: when this returns,
-        the delivery is canceled, even one that did not exist yet."""
+        the delivery is canceled, even one that did not exist yet. It is
+        committed only while the caller still waits (the deadline travels
+        with the call), and ``delivery_canceled`` tells reservation even if
+        the answer is lost."""
         try:
             with self.store.transaction() as tx:
                 delivery = models.find_for_reservation(tx.session, reservation_id)
@@ -61,9 +67,21 @@ class DeliveryService(ServiceBase):
                 else:
                     caused = delivery.cancel(now_iso())
                 self._emit(tx, delivery, caused)
-                return delivery.to_dict()
+                result = delivery.to_dict()
         except IntegrityError:  # the confirmation created it at this very moment
             return self.cancel(reservation_id, book_id, customer)
+        log.info("delivery canceled", extra={"delivery_id": result["id"], "reservation_id": reservation_id})
+        faults.point("delivery.cancel.before-reply")
+        return result
+
+    @rpc
+    def statuses(self, reservation_ids):
+        """{reservation id: the status of its delivery, or None when it has
+        none}: what reservation's cancel recovery needs to know."""
+        reservation_ids = list(reservation_ids)[:MAX_STATUSES]
+        with self.store.reading() as session:
+            found = models.statuses(session, reservation_ids)
+        return {rid: found.get(rid) for rid in reservation_ids}
 
     # -- what the reservations tell us ----------------------------------
 

@@ -12,4 +12,5 @@ CONSUMES = [
     {"producer": "product", "event": "allocation_refused", "handler": "on_allocation_refused", "reads": _READS},
     {"producer": "delivery", "event": "delivery_shipped", "handler": "on_delivery_shipped", "reads": _READS},
     {"producer": "delivery", "event": "delivery_delivered", "handler": "on_delivery_delivered", "reads": _READS},
+    {"producer": "delivery", "event": "delivery_canceled", "handler": "on_delivery_canceled", "reads": _READS},
 ]

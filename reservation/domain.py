@@ -13,6 +13,10 @@ when the state does not allow them.
 
 Each method returns the event types the change causes; the service writes
 them to the outbox in the same transaction as the change.
+
+The cancel of a reservation that may have a delivery spans two services
+(SPEC §1.5); ``CancelIntent`` below is how it stays whole or absent after
+any crash (docs/reliability.md, "The synchronous cancel").
 """
 from common.errors import NotAllowed
 
@@ -64,6 +68,15 @@ class Reservation:
     def delivered(self, now):
         return self._advance(DELIVERED, now)
 
+    def delivery_canceled(self, now):
+        """delivery has canceled this reservation's delivery. That only
+        happens because a cancel was asked for, and it cannot be undone:
+        the reservation is canceled too, however far the request that asked
+        got (it may have died, or been told 503)."""
+        if self.status in CANCELABLE:
+            return self._become(CANCELED, now)
+        return []
+
     def allocation_refused(self, now):
         """The title does not exist: the reservation can never be served."""
         if self.status in FINISHED or self.status in HOLDS_A_COPY:
@@ -87,6 +100,12 @@ class Reservation:
         if self.status == CANCELED:
             return []
         return self._become(CANCELED, now)
+
+    def intend_cancel(self, correlation_id, expires_at):
+        """The first step of a cancel that needs delivery's: check that it
+        is allowed and say so, before delivery is asked (``CancelIntent``)."""
+        self.check_cancel()
+        return CancelIntent(self.id, correlation_id, expires_at)
 
     def return_book(self, now):
         if self.status != DELIVERED:
@@ -122,3 +141,52 @@ class Reservation:
             "updated_at": self.updated_at,
             "address": self.address,
         }
+
+
+# -- the synchronous cancel, whole or absent ---------------------------------
+
+COMPLETE = "complete"  # delivery canceled: cancel the reservation
+DROP = "drop"  # delivery did not cancel and no longer can for this request: nothing changed
+WAIT = "wait"  # a request of this cancel may still be acting: ask again later
+
+# How long after a request's deadline a delivery commit that began before it
+# may still land. Past that, delivery refuses to act for the request
+# (common.rpc: the deadline travels with it and is checked before commit).
+COMMIT_GRACE = 2.0
+
+
+class CancelIntent:
+    """A cancel in flight: delivery has been (or is about to be) asked to
+    cancel the reservation's delivery, and its answer is not known here yet.
+
+    Written in its own transaction before delivery is asked, deleted in the
+    transaction that cancels the reservation. So if the process dies in
+    between, or delivery's answer is lost, the intent is still there and the
+    recovery settles it from the delivery's status: canceled means the
+    reservation is canceled too; anything else, once no request of this
+    cancel can act any more (``expires_at``, its deadline, plus
+    ``COMMIT_GRACE``), means nothing changed, and the intent is dropped.
+    ``expires_at`` and ``now`` are Unix times (seconds)."""
+
+    def __init__(self, reservation_id, correlation_id, expires_at):
+        self.reservation_id = reservation_id
+        self.correlation_id = correlation_id  # the request's: the event that completes it carries it
+        self.expires_at = expires_at
+
+    def renew(self, other):
+        """Another request cancels the same reservation: it is in flight until the later deadline."""
+        self.correlation_id = other.correlation_id
+        self.expires_at = max(self.expires_at, other.expires_at)
+
+    def expired(self, now):
+        """No request of this cancel is waiting for delivery's answer any more."""
+        return now > self.expires_at
+
+    def outcome(self, delivery_status, now):
+        """What the recovery does, given the delivery's status (None: there
+        is no delivery): ``COMPLETE``, ``DROP`` or ``WAIT``."""
+        if delivery_status == CANCELED:
+            return COMPLETE
+        if now > self.expires_at + COMMIT_GRACE:
+            return DROP
+        return WAIT

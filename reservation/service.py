@@ -1,25 +1,33 @@
 """The reservation service: Nameko adapters around ``reservation.domain``.
 
-Inbound: RPC for the gateway (create, get, cancel, return) and handlers for
-the events of ``product`` (allocation) and ``delivery`` (shipping).
+Inbound: RPC for the gateway (create, get, cancel, return), handlers for
+the events of ``product`` (allocation) and ``delivery`` (shipping, a
+canceled delivery) and a timer that settles the cancels left in flight.
 Outbound: the store (with its outbox) and the synchronous cancel to
 ``delivery``, behind a timeout and a circuit breaker.
 """
+import collections
+import contextlib
 import logging
+import time
 import uuid
 
 from sqlalchemy.exc import IntegrityError
 
-from common.errors import NotAllowed, NotFound
+from common import correlation, faults
+from common.errors import NotAllowed, NotFound, Unavailable
 from common.events import now_iso
 from common.handlers import handles
 from common.rpc import ServiceRpc, rpc
 from common.service import ServiceBase
 from common.store import Store
+from common.timers import every
 from reservation import models
-from reservation.domain import Reservation
+from reservation.domain import COMPLETE, DROP, WAIT, Reservation
 
 log = logging.getLogger(__name__)
+
+RECOVERY_BATCH = 500  # intents settled per recovery round
 
 
 class ReservationService(ServiceBase):
@@ -57,27 +65,59 @@ class ReservationService(ServiceBase):
     def cancel(self, reservation_id, customer=None):
         """Cancel, synchronously with the delivery, or not at all.
 
-        The delivery is canceled first, by RPC: if ``delivery`` cannot be
-        reached this raises ``Unavailable`` and nothing has changed. The state
-        is read again inside the write, because an allocation can land in
-        between; if it did, the delivery is canceled for it too."""
-        delivery_canceled = False
-        for _ in range(3):
-            with self.store.reading() as session:
-                reservation = self._owned(session, reservation_id, customer)
-                reservation.check_cancel()
-                if reservation.may_have_delivery and not delivery_canceled:
-                    self.delivery.cancel(reservation_id, reservation.book_id, reservation.customer)
-                    delivery_canceled = True
+        A reservation that may have a delivery (confirmed, shipped) is
+        canceled in three steps (docs/reliability.md, "The synchronous
+        cancel"): record a ``CancelIntent``; cancel the delivery by RPC;
+        cancel the reservation and delete the intent, in one transaction.
+        If delivery cannot be reached this raises ``Unavailable`` (503) and
+        the reservation is unchanged; the intent stays until the recovery
+        learns what delivery did. If this process dies after delivery's
+        cancel, ``delivery_canceled`` (or the recovery) finishes it.
+
+        Whether delivery must be asked is decided inside the first write,
+        so an allocation cannot land between that decision and the cancel
+        of a reservation that was not confirmed yet."""
+        with self.store.transaction() as tx:
+            reservation = self._owned(tx.session, reservation_id, customer)
+            ask_delivery = reservation.may_have_delivery
+            if ask_delivery:
+                intent = reservation.intend_cancel(correlation.current(), time.time() + self.delivery.timeout)
+                models.record_cancel_intent(tx.session, intent)
+            else:
+                result = self._cancel(tx, reservation)
+        if ask_delivery:
+            self._cancel_delivery(reservation)
             with self.store.transaction() as tx:
-                reservation = self._owned(tx.session, reservation_id, customer)
-                if reservation.may_have_delivery and not delivery_canceled:
-                    continue  # confirmed meanwhile: its delivery must go first
-                self._emit(tx, reservation, reservation.cancel(now_iso()))
-                result = reservation.to_dict()
-            log.info("reservation canceled", extra={"reservation_id": reservation_id})
-            return result
-        raise NotAllowed("the reservation kept changing; try again")
+                result = self._cancel(tx, self._owned(tx.session, reservation_id, customer))
+        log.info("reservation canceled", extra={"reservation_id": reservation_id})
+        return result
+
+    def _cancel(self, tx, reservation):
+        self._emit(tx, reservation, reservation.cancel(now_iso()))
+        models.forget_cancel_intent(tx.session, reservation.id)
+        return reservation.to_dict()
+
+    def _cancel_delivery(self, reservation):
+        log.info("cancel intent recorded", extra={"reservation_id": reservation.id})
+        try:
+            self.delivery.cancel(reservation.id, reservation.book_id, reservation.customer)
+        except NotAllowed:  # delivered meanwhile: delivery changed nothing, nor do we
+            self._forget_intent(reservation.id)
+            raise
+        except Unavailable as error:
+            # delivery may or may not have canceled: the intent stays, and the
+            # recovery settles it once this request's deadline has passed.
+            log.warning("cancel left to recovery: no answer from delivery (%s)", error.message,
+                        extra={"reservation_id": reservation.id})
+            raise
+        faults.point("reservation.cancel.after-delivery")
+
+    def _forget_intent(self, reservation_id):
+        try:
+            with self.store.transaction() as tx:
+                models.forget_cancel_intent(tx.session, reservation_id)
+        except Unavailable:
+            pass  # our caller gave up first; the recovery drops it
 
     @rpc
     def return_book(self, reservation_id, customer=None):
@@ -108,6 +148,74 @@ class ReservationService(ServiceBase):
     def on_delivery_delivered(self, tx, event):
         self._apply(tx, event, Reservation.delivered)
 
+    @handles("delivery", "delivery_canceled")
+    def on_delivery_canceled(self, tx, event):
+        """A canceled delivery always ends in a canceled reservation: this
+        finishes a cancel whose request died, or gave up waiting, after
+        delivery had canceled (and is a no-op after a cancel that finished)."""
+        reservation = models.find(tx.session, event["reservation_id"])
+        if reservation is None:
+            log.warning("delivery_canceled for an unknown reservation", extra={"reservation_id": event["reservation_id"]})
+            return
+        caused = reservation.delivery_canceled(now_iso())
+        self._emit(tx, reservation, caused)
+        intent = models.forget_cancel_intent(tx.session, reservation.id)
+        if caused:
+            # in flight: the request is still waiting and would have done it too.
+            log.info("cancel completed on delivery_canceled", extra={
+                "reservation_id": reservation.id, "completed_by": "delivery_canceled",
+                "in_flight": intent is not None and not intent.expired(time.time())})
+
+    # -- the cancels left in flight ---------------------------------------
+
+    @every("CANCEL_RECOVERY_INTERVAL", 5.0)
+    def recover_cancels(self):
+        """Settle every cancel whose requests have all given up or died
+        (at start, then every ``CANCEL_RECOVERY_INTERVAL`` seconds): ask
+        delivery for the deliveries' status; complete the cancel of those
+        canceled, drop the intents of the others once delivery can no longer
+        act on them (``CancelIntent.outcome``). Delivery is asked outside the
+        circuit breaker: this is a read, and must not use up the trial call
+        a customer's cancel needs."""
+        with self.store.reading() as session:
+            due = [intent.reservation_id
+                   for intent in models.expired_cancel_intents(session, time.time(), RECOVERY_BATCH)]
+        if not due:
+            return
+        try:
+            statuses = self.delivery.with_timeout(self.delivery.timeout).statuses(due)
+        except Exception as error:  # delivery down, or not upgraded yet: next time
+            log.warning("cancel recovery postponed: %s", error, extra={"pending": len(due)})
+            return
+        settled = collections.Counter()
+        with self.store.transaction() as tx:
+            for reservation_id in due:
+                settled[self._settle(tx, reservation_id, statuses.get(reservation_id))] += 1
+        log.info("cancel recovery: %d completed, %d dropped, %d still in flight",
+                 settled[COMPLETE], settled[DROP], settled[WAIT],
+                 extra={"completed": settled[COMPLETE], "dropped": settled[DROP], "waiting": settled[WAIT]})
+
+    def _settle(self, tx, reservation_id, delivery_status):
+        intent = models.find_cancel_intent(tx.session, reservation_id)
+        if intent is None:
+            return None  # finished meanwhile
+        outcome = intent.outcome(delivery_status, time.time())
+        if outcome == WAIT:  # a new request renewed it meanwhile
+            return outcome
+        tx.session.delete(intent)
+        if outcome == DROP:
+            log.info("cancel intent dropped: delivery did not cancel", extra={
+                "reservation_id": reservation_id, "delivery_status": delivery_status})
+            return outcome
+        reservation = models.find(tx.session, reservation_id)
+        with _correlation(intent.correlation_id):  # the event carries the customer's request id
+            caused = reservation.delivery_canceled(now_iso())
+            self._emit(tx, reservation, caused)
+        if caused:
+            log.info("cancel completed by recovery", extra={
+                "reservation_id": reservation_id, "completed_by": "recovery"})
+        return outcome
+
     # -- helpers --------------------------------------------------------
 
     def _apply(self, tx, event, step):
@@ -136,3 +244,14 @@ class ReservationService(ServiceBase):
         if existing.book_id != book_id:
             raise NotAllowed("this Idempotency-Key was used for another book")
         return existing.to_dict()
+
+
+@contextlib.contextmanager
+def _correlation(value):
+    """Log and emit under ``value`` as the correlation id, then go back."""
+    saved = correlation.current()
+    correlation.bind(value)
+    try:
+        yield
+    finally:
+        correlation.bind(saved)

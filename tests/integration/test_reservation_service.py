@@ -18,7 +18,7 @@ from nameko.rpc import get_rpc_exchange, rpc as nameko_rpc
 from nameko.testing.services import entrypoint_waiter, worker_factory
 
 from common import events
-from common.errors import NotAllowed, Unavailable
+from common.errors import NotAllowed
 from delivery.service import DeliveryService
 from reservation.domain import Reservation
 from reservation.service import ReservationService
@@ -441,33 +441,9 @@ def test_a_cancel_whose_caller_gave_up_changes_nothing(reservation, start, rpc, 
     assert status(reservation_db, created["id"]) == "confirmed"
 
 
-# -- worker_factory: the order of the synchronous cancel ----------------------------
-
-
-def test_cancel_writes_nothing_when_the_delivery_cancel_fails():
-    service = worker_factory(ReservationService)
-    confirmed = Reservation("r-1", 7, "alice", "2024-01-01T00:00:00+00:00")
-    confirmed.status = "confirmed"
-    service.store.reading.return_value.__enter__.return_value.get.return_value = confirmed
-    service.delivery.cancel.side_effect = Unavailable("delivery did not answer")
-
-    with pytest.raises(Unavailable):
-        service.cancel("r-1", "alice")
-    service.delivery.cancel.assert_called_once_with("r-1", 7, "alice")
-    service.store.transaction.assert_not_called()
-    assert confirmed.status == "confirmed"
-
-
-def test_cancel_of_a_requested_reservation_does_not_call_delivery():
-    service = worker_factory(ReservationService)
-    requested = Reservation("r-1", 7, "alice", "2024-01-01T00:00:00+00:00")
-    service.store.reading.return_value.__enter__.return_value.get.return_value = requested
-    tx = service.store.transaction.return_value.__enter__.return_value
-    tx.session.get.return_value = requested
-
-    assert service.cancel("r-1", "alice")["status"] == "canceled"
-    service.delivery.cancel.assert_not_called()
-    tx.emit.assert_called_once_with("reservation_canceled", reservation_id="r-1", book_id=7, customer="alice")
+# -- worker_factory ---------------------------------------------------------------
+# (The order of the synchronous cancel's steps, and every interleaving of
+# them, is played with a fake store in tests/unit/test_reservation_cancel.py.)
 
 
 def test_invalid_payloads_never_reach_the_domain():
