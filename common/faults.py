@@ -9,17 +9,28 @@ A test arms points through the environment of the process it starts::
 with one of these actions:
 
 - ``crash``: exit at once (status 137), as ``kill -9`` would: no clean-up,
-  no reply, nothing published;
+  no reply, nothing more published;
 - ``sleep=<seconds>``: stall, as a slow process would;
-- ``hold``: wait while the file named by ``BOOKRENTAL_FAULT_GATE`` exists
-  (at most two minutes), so that a test can break something else (the
-  broker...) at exactly that moment, then let the process go on.
+- ``gate``: do what the file ``$BOOKRENTAL_FAULT_GATES/<point>`` says at
+  the moment the point is reached: nothing when there is no such file;
+  ``crash`` or ``sleep=<seconds>`` once (the file is removed first);
+  ``each <action>`` at every pass, until the file is removed; ``hold``:
+  wait while the file exists (at most two minutes), so that a test can
+  break something else at exactly that moment (the broker...), then let
+  the process go on by removing it. A system started with its points on
+  ``gate`` runs normally, and a test steers one step of one request
+  without restarting anything.
 
 Each point reached logs ``fault point <name>: <action>`` first, so a test
 can wait for it in the service's log. The points in the code:
 
+- ``reservation.cancel.before-delivery``: the cancel intent is committed,
+  delivery not asked yet (``reservation.service``);
 - ``reservation.cancel.after-delivery``: delivery has answered the cancel,
-  the reservation is not canceled yet (``reservation.service``);
+  the reservation is not canceled yet;
+- ``reservation.delivery-canceled.before-apply``: reservation has received
+  ``delivery_canceled`` and not applied it yet (inside its transaction:
+  a hold there keeps the service's other writers waiting);
 - ``delivery.cancel.before-reply``: the delivery's cancel is committed (and
   its event published), the answer not yet sent (``delivery.service``).
 
@@ -52,6 +63,8 @@ ARMED = _parse(os.environ.get("BOOKRENTAL_FAULT", ""))
 def point(name):
     """A fault point: does what the environment armed it to do, else nothing."""
     action = ARMED.get(name)
+    if action == "gate":
+        action = _open_gate(name)
     if action is None:
         return
     log.error("fault point %s: %s", name, action, extra={"fault_point": name})
@@ -60,10 +73,43 @@ def point(name):
     elif action.startswith("sleep="):
         eventlet.sleep(float(action.split("=", 1)[1]))
     elif action == "hold":
-        gate = os.environ.get("BOOKRENTAL_FAULT_GATE", "")
+        gate = _gate(name)
         until = time.monotonic() + HOLD_AT_MOST
-        while gate and os.path.exists(gate) and time.monotonic() < until:
+        while os.path.exists(gate) and time.monotonic() < until:
             eventlet.sleep(0.05)
         log.error("fault point %s: released", name, extra={"fault_point": name})
     else:
         raise ValueError(f"unknown fault action {action!r} for {name}")
+
+
+def _gate(name):
+    return os.path.join(os.environ.get("BOOKRENTAL_FAULT_GATES", ""), name)
+
+
+def _open_gate(name):
+    """The action the point's gate file asks for, or None (no file)."""
+    path = _gate(name)
+    try:
+        with open(path) as handle:
+            action = handle.read().strip()
+    except FileNotFoundError:
+        return None
+    if action.startswith("each "):
+        return action[len("each "):]
+    if action != "hold":
+        try:
+            os.unlink(path)  # once
+        except FileNotFoundError:
+            return None  # another worker took it
+    return action
+
+
+def arm(gates, name, action):
+    """For a test: make the next pass through ``name`` (armed with ``gate``)
+    do ``action``; the file ``hold`` waits on is the one returned."""
+    os.makedirs(gates, exist_ok=True)
+    path = os.path.join(gates, name)
+    with open(path + ".tmp", "w") as handle:
+        handle.write(action)
+    os.replace(path + ".tmp", path)
+    return path

@@ -107,16 +107,24 @@ def circuits(service):
 
 
 class _TimedServiceProxy:
-    def __init__(self, worker_ctx, service_name, reply_listener, timeout, breaker):
+    def __init__(self, worker_ctx, service_name, reply_listener, timeout, breaker, deadline=None):
         self._worker_ctx = worker_ctx
         self._service_name = service_name
         self._reply_listener = reply_listener
         self.timeout = timeout
         self.breaker = breaker
+        self.deadline = deadline
 
     def with_timeout(self, seconds):
         """The same proxy, giving up sooner (for checks that must stay quick)."""
         return _TimedServiceProxy(self._worker_ctx, self._service_name, self._reply_listener, seconds, None)
+
+    def until(self, deadline):
+        """The same proxy (breaker included), whose calls give up, and
+        expire in the broker and in the callee, by ``deadline`` (Unix time)
+        at the latest: what a caller that wrote the deadline down needs."""
+        return _TimedServiceProxy(self._worker_ctx, self._service_name, self._reply_listener, self.timeout,
+                                  self.breaker, deadline)
 
     @property
     def circuit(self):
@@ -146,6 +154,8 @@ class _TimedServiceProxy:
         deadline = time.time() + self.timeout
         if inherited is not None:
             deadline = min(deadline, float(inherited))
+        if self.deadline is not None:
+            deadline = min(deadline, self.deadline)
         timeout = deadline - time.time()
         if timeout <= 0:
             raise errors.Unavailable("the caller has already given up", service=self._service_name)

@@ -81,26 +81,34 @@ class ReservationService(ServiceBase):
             reservation = self._owned(tx.session, reservation_id, customer)
             ask_delivery = reservation.may_have_delivery
             if ask_delivery:
-                intent = reservation.intend_cancel(correlation.current(), time.time() + self.delivery.timeout)
-                models.record_cancel_intent(tx.session, intent)
+                expires_at = time.time() + self.delivery.timeout
+                models.record_cancel_intent(tx.session, reservation.intend_cancel(correlation.current(), expires_at))
             else:
-                result = self._cancel(tx, reservation)
+                caused = self._cancel(tx, reservation)
         if ask_delivery:
-            self._cancel_delivery(reservation)
+            self._cancel_delivery(reservation, expires_at)
             with self.store.transaction() as tx:
-                result = self._cancel(tx, self._owned(tx.session, reservation_id, customer))
-        log.info("reservation canceled", extra={"reservation_id": reservation_id})
-        return result
-
-    def _cancel(self, tx, reservation):
-        self._emit(tx, reservation, reservation.cancel(now_iso()))
-        models.forget_cancel_intent(tx.session, reservation.id)
+                reservation = self._owned(tx.session, reservation_id, customer)
+                caused = self._cancel(tx, reservation)
+        if caused:
+            log.info("reservation canceled", extra={"reservation_id": reservation_id, "completed_by": "request"})
+        else:
+            log.info("reservation already canceled", extra={"reservation_id": reservation_id})
         return reservation.to_dict()
 
-    def _cancel_delivery(self, reservation):
+    def _cancel(self, tx, reservation):
+        caused = reservation.cancel(now_iso())
+        self._emit(tx, reservation, caused)
+        models.forget_cancel_intent(tx.session, reservation.id)
+        return caused
+
+    def _cancel_delivery(self, reservation, expires_at):
         log.info("cancel intent recorded", extra={"reservation_id": reservation.id})
+        faults.point("reservation.cancel.before-delivery")
         try:
-            self.delivery.cancel(reservation.id, reservation.book_id, reservation.customer)
+            # Never past the deadline written in the intent: after it (and
+            # COMMIT_GRACE), the recovery may conclude delivery did nothing.
+            self.delivery.until(expires_at).cancel(reservation.id, reservation.book_id, reservation.customer)
         except NotAllowed:  # delivered meanwhile: delivery changed nothing, nor do we
             self._forget_intent(reservation.id)
             raise
@@ -153,6 +161,7 @@ class ReservationService(ServiceBase):
         """A canceled delivery always ends in a canceled reservation: this
         finishes a cancel whose request died, or gave up waiting, after
         delivery had canceled (and is a no-op after a cancel that finished)."""
+        faults.point("reservation.delivery-canceled.before-apply")
         reservation = models.find(tx.session, event["reservation_id"])
         if reservation is None:
             log.warning("delivery_canceled for an unknown reservation", extra={"reservation_id": event["reservation_id"]})

@@ -221,6 +221,10 @@ class FakeDelivery:
     def with_timeout(self, seconds):
         return self
 
+    def until(self, deadline):
+        self.deadline = deadline
+        return self
+
 
 class Clock:
     def __init__(self):
@@ -281,6 +285,7 @@ def test_a_cancel_cancels_the_delivery_then_the_reservation_and_leaves_no_intent
     assert service.cancel("r-1", "alice")["status"] == CANCELED
 
     assert delivery.cancels == 1 and delivery.status == "canceled"
+    assert delivery.deadline == NOW + delivery.timeout  # the intent's: delivery acts no later
     assert store.status("r-1") == CANCELED
     assert store.emitted() == [("request-1", "r-1")]
     assert store.intents() == {}
