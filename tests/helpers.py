@@ -33,12 +33,14 @@ def throwaway_vhost(prefix="bookrental-test"):
 
 
 @contextlib.contextmanager
-def running_system(state_dir, env=None):
+def running_system(state_dir, env=None, amqp_uri=None):
     """The five services as processes on a vhost, databases and port of their
-    own, with ``env`` (database URIs, timeouts...) on top of the defaults."""
+    own, with ``env`` (database URIs, timeouts...) on top of the defaults.
+    ``amqp_uri``: a broker of the test's own (tests/rabbit_node.py) instead
+    of a throwaway vhost on the shared one."""
     from ops.run import Cluster
 
-    with throwaway_vhost() as amqp_uri:
+    with (contextlib.nullcontext(amqp_uri) if amqp_uri else throwaway_vhost()) as amqp_uri:
         cluster = Cluster(state_dir=str(state_dir), python=sys.executable, env={
             "AMQP_URI": amqp_uri,
             "GATEWAY_ADDRESS": f"127.0.0.1:{free_port()}",
