@@ -4,7 +4,8 @@ An audit looks at a quiet system from every side and lists what disagrees:
 
 - every reservation the reservation service holds for the audited titles
   (including ones whose client was told 503, see below) has settled: none
-  is still ``requested``, and every accepted (202) one exists;
+  is still ``requested``, none has a cancel still in flight (a cancel
+  intent, reservation/domain.py), and every accepted (202) one exists;
 - MyPage shows each of them with the same status, and the delivery status
   that status implies;
 - no reservation has two deliveries, and each has the delivery its status
@@ -19,7 +20,7 @@ leaves a reservation the client never heard of, and it must settle too.
 """
 import collections
 
-from sqlalchemy import bindparam, create_engine, text
+from sqlalchemy import bindparam, create_engine, inspect, text
 
 from tests.helpers import rpc
 
@@ -59,6 +60,19 @@ def stored_reservations(cluster, book_ids):
     return {row["id"]: dict(row) for row in rows}
 
 
+def cancels_in_flight(cluster):
+    """The reservation ids with a cancel intent still recorded (the intent
+    table is there from reservation's migration 0002_cancel_intent on)."""
+    engine = create_engine(cluster._process_env()["RESERVATION_DB_URI"])
+    try:
+        with engine.connect() as connection:
+            if not inspect(connection).has_table("cancel_intents"):
+                return set()
+            return {row[0] for row in connection.execute(text("SELECT reservation_id FROM cancel_intents"))}
+    finally:
+        engine.dispose()
+
+
 def audit(cluster, library, book_ids, accepted=(), customers=None):
     """The list of problems (empty when all is well) of a quiet system.
 
@@ -70,9 +84,12 @@ def audit(cluster, library, book_ids, accepted=(), customers=None):
     for rid in accepted:
         if rid not in reservations:
             problems.append(Problem("lost", f"accepted reservation {rid} is lost"))
+    in_flight = cancels_in_flight(cluster)
     for rid, row in reservations.items():
         if row["status"] == "requested":
             problems.append(Problem("unsettled", f"reservation {rid} is still requested"))
+        if rid in in_flight:
+            problems.append(Problem("unsettled", f"reservation {rid} ({row['status']}) has a cancel in flight"))
 
     pages = {}
     for name, client in (customers or {}).items():
