@@ -23,7 +23,7 @@ from common.service import ServiceBase
 from common.store import Store
 from common.timers import every
 from reservation import models
-from reservation.domain import COMPLETE, DROP, WAIT, Reservation
+from reservation.domain import CANCELED, COMPLETE, DROP, WAIT, Reservation
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,18 @@ class ReservationService(ServiceBase):
             else:
                 caused = self._cancel(tx, reservation)
         if ask_delivery:
-            self._cancel_delivery(reservation, expires_at)
+            try:
+                self._cancel_delivery(reservation, expires_at)
+            except Unavailable:
+                # delivery's answer is lost, but delivery_canceled (published
+                # before it answers) may have canceled the reservation meanwhile.
+                with self.store.reading() as session:
+                    now = self._owned(session, reservation_id, customer).to_dict()
+                if now["status"] != CANCELED:
+                    raise
+                log.info("reservation canceled: delivery's answer lost, its delivery_canceled arrived",
+                         extra={"reservation_id": reservation_id})
+                return now
             with self.store.transaction() as tx:
                 reservation = self._owned(tx.session, reservation_id, customer)
                 caused = self._cancel(tx, reservation)

@@ -139,6 +139,7 @@ class FakeStore:
         self.engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
         models.Base.metadata.create_all(self.engine)
         self.Session = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self.ReadSession = sessionmaker(bind=self.engine)
         self.outbox = []
         self.applied = set()
 
@@ -159,10 +160,11 @@ class FakeStore:
 
     @contextlib.contextmanager
     def reading(self):
-        session = self.Session()
+        session = self.ReadSession()
         try:
             yield session
         finally:
+            session.rollback()  # as the real one: what was read is expired, detached
             session.close()
 
     def add(self, thing):
@@ -170,11 +172,11 @@ class FakeStore:
             tx.session.add(thing)
 
     def status(self, reservation_id):
-        with self.reading() as session:
+        with self.Session() as session:
             return models.find(session, reservation_id).status
 
     def intents(self):
-        with self.reading() as session:
+        with self.Session() as session:
             return {i.reservation_id: i.expires_at for i in session.scalars(select(CancelIntent))}
 
     def emitted(self, event_type="reservation_canceled"):
@@ -484,3 +486,18 @@ def test_a_cancel_whose_last_write_comes_too_late_is_finished_by_delivery_cancel
     assert store.status("r-1") == CANCELED
     assert store.emitted() == [("request-1", "r-1")]
 
+
+
+def test_a_lost_answer_is_no_503_when_delivery_canceled_already_reached_the_reservation(
+        service, store, delivery, confirmed):
+    # delivery publishes delivery_canceled, then its answer is lost; the
+    # event is applied while the request still waits: the request says 200.
+    def lost_after_the_event():
+        service.on_delivery_canceled(delivery_canceled_event())
+        raise Unavailable("delivery did not answer within 2s")
+
+    delivery.on_cancel = lost_after_the_event
+
+    assert service.cancel("r-1", "alice")["status"] == CANCELED
+    assert store.emitted() == [("request-1", "r-1")]
+    assert store.intents() == {}
