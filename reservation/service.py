@@ -175,7 +175,8 @@ class ReservationService(ServiceBase):
         faults.point("reservation.delivery-canceled.before-apply")
         reservation = models.find(tx.session, event["reservation_id"])
         if reservation is None:
-            log.warning("delivery_canceled for an unknown reservation", extra={"reservation_id": event["reservation_id"]})
+            log.warning("delivery_canceled for an unknown reservation",
+                        extra={"reservation_id": event["reservation_id"]})
             return
         caused = reservation.delivery_canceled(now_iso())
         self._emit(tx, reservation, caused)
@@ -228,12 +229,12 @@ class ReservationService(ServiceBase):
                 "reservation_id": reservation_id, "delivery_status": delivery_status})
             return outcome
         reservation = models.find(tx.session, reservation_id)
-        with _correlation(intent.correlation_id):  # the event carries the customer's request id
+        with _correlation(intent.correlation_id):  # the event and the log line carry the customer's request id
             caused = reservation.delivery_canceled(now_iso())
             self._emit(tx, reservation, caused)
-        if caused:
-            log.info("cancel completed by recovery", extra={
-                "reservation_id": reservation_id, "completed_by": "recovery"})
+            if caused:
+                log.info("cancel completed by recovery", extra={
+                    "reservation_id": reservation_id, "completed_by": "recovery"})
         return outcome
 
     # -- helpers --------------------------------------------------------

@@ -25,6 +25,7 @@ import time
 from datetime import datetime
 
 import pytest
+from kombu import Connection
 from sqlalchemy import create_engine, text
 
 from bench.audit import cancels_in_flight, stored_reservations
@@ -32,11 +33,13 @@ from cancels import (
     CANCEL_TIMEOUT, RPC_TIMEOUT, cancel_in_background, canceled_everywhere, confirmed_reservation,
     delivery_status, gated_system, stored_status, unchanged_everywhere,
 )
-from chaos import new_customer, settle
+from chaos import handler_queue, new_customer, settle
 from common import faults
 from helpers import Library, eventually, rpc
 
 pytestmark = pytest.mark.e2e
+
+DELIVERY_CANCELED_QUEUE = handler_queue("delivery", "delivery_canceled", "reservation", "on_delivery_canceled")
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +75,20 @@ def test_reservation_killed_after_delivery_canceled_and_before_its_own_commit(sy
         assert delivery_status(system, rid) == "canceled"
         assert stored_status(system, book, rid) == "confirmed"
         assert rid in cancels_in_flight(system)
+        # Take delivery_canceled away too: the recovery must do without it.
+        with Connection(system.amqp_uri) as connection:
+            connection.default_channel.queue_purge(DELIVERY_CANCELED_QUEUE)
+        started = log_size(system, "reservation")
         system.start("reservation")  # what the supervisor does; no one asks anything
         response = answer.result()
     # 503 when the gateway gave up first; 200 when the request, redelivered
     # to the new process within its deadline, finished the job.
     assert response.status_code in (200, 503), response.text
     canceled_everywhere(system, library, customer, book, rid)
+    if response.status_code == 503:
+        finished = [line.get("completed_by") for line in log_lines(system, "reservation", started)
+                    if line.get("reservation_id") == rid and line.get("completed_by")]
+        assert finished == ["recovery"]
 
 
 def test_delivery_answering_after_the_callers_deadline(system, library):
