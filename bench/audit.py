@@ -62,7 +62,7 @@ def stored_reservations(cluster, book_ids):
 
 def cancels_in_flight(cluster):
     """The reservation ids with a cancel intent still recorded (the intent
-    table is there from reservation's migration 0002_cancel_intent on)."""
+    table is there from reservation's migration 0003_cancel_intent on)."""
     engine = create_engine(cluster._process_env()["RESERVATION_DB_URI"])
     try:
         with engine.connect() as connection:

@@ -2,15 +2,15 @@
 asked to cancel and whose own cancel is not written yet (see
 reservation.domain.CancelIntent and docs/reliability.md).
 
-Revision ID: 0002_cancel_intent
-Revises: 0001
+Revision ID: 0003_cancel_intent
+Revises: 0002_address
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0002_cancel_intent'
-down_revision = '0001'
+revision = '0003_cancel_intent'
+down_revision = '0002_address'
 branch_labels = None
 depends_on = None
 
