@@ -1,9 +1,13 @@
-"""Who is calling: accounts, password hashes and bearer tokens.
+"""Who is calling: accounts, password hashes and access tokens.
 
 Passwords are hashed with scrypt (standard library; salted, memory-hard).
-Tokens are JWTs signed with HS256 (PyJWT); the algorithm is pinned, and the
-expiry, issue time, issuer and audience are all required and checked. The
-role is taken from the verified token, never from the request.
+Access tokens are JWTs signed with RS256 by the last key of the key ring
+(``gateway.keys``), with its ``kid`` in the header; PyJWT checks them with
+the public key of that kid, the algorithm pinned to RS256 (so ``alg=none``
+and an HS256 token "signed" with a public key are refused), and the expiry,
+issue time, issuer, audience and subject all required. The role is taken
+from the verified token, never from the request. A token whose ``jti`` is on
+the deny list (``gateway.denylist``: signed out) is refused too.
 """
 import hashlib
 import hmac
@@ -11,18 +15,20 @@ import logging
 import re
 import secrets
 import time
+from collections import OrderedDict
 
 import jwt
 
 from common.errors import BadRequest
+from gateway import keys
 
 log = logging.getLogger(__name__)
 
 ROLES = ("librarian", "customer", "courier")
 ISSUER = "bookrental-gateway"
 AUDIENCE = "bookrental-api"
-ALGORITHM = "HS256"
-DEFAULT_SECRET = "dev-only-secret-change-me-dev-only-secret"
+ALGORITHM = keys.ALGORITHM
+DEFAULT_TTL = 3600
 
 # The demo accounts of the README, created in the development profile only.
 DEMO_ACCOUNTS = [("librarian", "librarian", "librarian"), ("alice", "alice", "customer"),
@@ -91,79 +97,98 @@ def check_new_password(username, password):
         raise BadRequest("the password is too weak", password=problems)
 
 
-def secret(config):
-    """The token secret; ConfigurationError when it is unsafe for the profile."""
-    value = str(config.get("TOKEN_SECRET") or "")
+def key_source(config):
+    """The key ring of ``TOKEN_KEYS``: made on first use in development; in
+    any other profile it must exist (ConfigurationError, logged, otherwise)."""
     profile = config.get("PROFILE", "development")
-    if profile != "development":
-        if value == DEFAULT_SECRET:
-            raise ConfigurationError(
-                f"refusing to start: PROFILE={profile} with the development default TOKEN_SECRET; "
-                "set TOKEN_SECRET to a random value of 32 or more characters")
-        if len(value) < 32:
-            raise ConfigurationError(
-                f"refusing to start: PROFILE={profile} and TOKEN_SECRET is shorter than 32 characters; "
-                "set TOKEN_SECRET to a random value of 32 or more characters")
-    elif not value:
-        raise ConfigurationError("refusing to start: TOKEN_SECRET is empty")
-    return value
-
-
-def check_config(config):
-    """Called when the gateway starts: logs why it refuses to, and raises."""
+    path = keys.path_of(config)
     try:
-        secret(config)
-    except ConfigurationError as error:
-        log.critical("%s", error)
-        raise
+        return keys.KeySource(path, create=profile == "development")
+    except keys.KeyRingError as error:
+        message = (f"refusing to start: PROFILE={profile} and {error}; give the gateway its signing key "
+                   f"(TOKEN_KEYS={path}, a mounted secret; make one with: python -m gateway.keys --keys {path} rotate)")
+        if profile == "development":
+            message = f"refusing to start: {error} (TOKEN_KEYS={path})"
+        log.critical("%s", message)
+        raise ConfigurationError(message) from None
 
 
-def issue_token(config, username, role):
-    now = int(time.time())
-    ttl = int(config.get("TOKEN_TTL") or 3600)
-    claims = {"sub": username, "role": role, "iat": now, "nbf": now, "exp": now + ttl,
-              "iss": ISSUER, "aud": AUDIENCE, "jti": secrets.token_hex(8)}
-    token = jwt.encode(claims, secret(config), algorithm=ALGORITHM)
-    return {"access_token": token, "token_type": "bearer", "expires_in": ttl}
+class Tokens:
+    """Issues and verifies the access tokens of one gateway process.
 
+    Verified tokens are remembered with what they grant: checking a token's
+    signature and claims is a tenth of a request's cost in the gateway
+    (docs/performance.md), and a client sends the same token on every request.
+    On a hit, what can change is checked again: the times (as PyJWT checks
+    them), that the signing key is still in the ring (a removed key's tokens
+    are refused), and the deny list (a signed-out token is refused)."""
 
-# Tokens already verified, with what they grant: checking a token's signature
-# and claims is a tenth of a request's cost in the gateway (docs/performance.md),
-# and a client sends the same token on every request. Only what can change
-# with time (expiry, not-before) is checked again on a hit, as PyJWT checks it.
-_VERIFIED = {}  # (secret, token) -> (exp, nbf, iat, username, role)
-MAX_VERIFIED = 10_000
+    MAX_VERIFIED = 10_000
 
+    def __init__(self, source, denied=frozenset(), ttl=DEFAULT_TTL, clock=time.time):
+        self.source = source
+        self.denied = denied  # anything with ``in``: gateway.denylist.DenyList
+        self.ttl = int(ttl)
+        self.clock = clock
+        self._verified = OrderedDict()  # token -> (exp, nbf, iat, kid, jti, user)
 
-def user_from_token(config, token):
-    key = (secret(config), token)
-    hit = _VERIFIED.get(key)
-    if hit is not None:
-        exp, nbf, iat, username, role = hit
-        now = int(time.time())
-        if exp > now and nbf <= now and iat <= now:
-            return {"username": username, "role": role}
-        _VERIFIED.pop(key, None)
-    try:
-        claims = jwt.decode(
-            token, key[0], algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
-            options={"require": ["exp", "iat", "iss", "aud", "sub"]})
-    except jwt.PyJWTError:
-        return None
-    if claims.get("role") not in ROLES or not isinstance(claims.get("sub"), str):
-        return None
-    times = (claims["exp"], claims.get("nbf", claims["iat"]), claims["iat"])
-    if all(isinstance(t, int) and not isinstance(t, bool) for t in times):
-        if len(_VERIFIED) >= MAX_VERIFIED:
-            del _VERIFIED[next(iter(_VERIFIED))]
-        _VERIFIED[key] = (*times, claims["sub"], claims["role"])
-    return {"username": claims["sub"], "role": claims["role"]}
+    # -- signing ------------------------------------------------------------
 
+    def sign(self, claims):
+        key = self.source.current().signing
+        return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
 
-def user_from_request(config, request):
-    """The verified user of a request, or None (no token, or a bad one)."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return user_from_token(config, token.strip())
+    def decode(self, token, audience, require):
+        """The claims of a token signed by a key of the ring; jwt.PyJWTError otherwise."""
+        header = jwt.get_unverified_header(token)
+        if header.get("alg") != ALGORITHM:
+            raise jwt.InvalidAlgorithmError("the token is not signed with RS256")
+        public_key = self.source.public_key(header.get("kid"))
+        if public_key is None:
+            raise jwt.InvalidKeyError("the token's kid is not in the key set")
+        return jwt.decode(token, public_key, algorithms=[ALGORITHM], audience=audience, issuer=ISSUER,
+                          options={"require": list(require)})
+
+    def issue(self, username, role, session_id):
+        """A new access token for ``username``: (the token, its claims)."""
+        now = int(self.clock())
+        claims = {"sub": username, "role": role, "iat": now, "nbf": now, "exp": now + self.ttl,
+                  "iss": ISSUER, "aud": AUDIENCE, "jti": secrets.token_urlsafe(16), "sid": session_id}
+        return self.sign(claims), claims
+
+    # -- verifying ----------------------------------------------------------
+
+    def verify(self, token):
+        """The user a valid, not signed-out token names, else None:
+        {"username", "role", "jti", "exp", "session"}."""
+        hit = self._verified.get(token)
+        if hit is not None:
+            exp, nbf, iat, kid, jti, user = hit
+            now = int(self.clock())
+            if exp > now and nbf <= now and iat <= now and self.source.current().public_key(kid) is not None:
+                return None if jti in self.denied else user
+            self._verified.pop(token, None)
+        try:
+            claims = self.decode(token, AUDIENCE, ["exp", "iat", "iss", "aud", "sub", "jti"])
+        except (jwt.PyJWTError, ValueError, TypeError):
+            return None
+        if claims.get("role") not in ROLES or not isinstance(claims.get("sub"), str):
+            return None
+        if not isinstance(claims.get("jti"), str) or claims["jti"] in self.denied:
+            return None
+        user = {"username": claims["sub"], "role": claims["role"], "jti": claims["jti"], "exp": claims["exp"],
+                "session": claims.get("sid") if isinstance(claims.get("sid"), str) else None}
+        times = (claims["exp"], claims.get("nbf", claims["iat"]), claims["iat"])
+        if all(isinstance(t, int) and not isinstance(t, bool) for t in times):
+            if len(self._verified) >= self.MAX_VERIFIED:
+                self._verified.popitem(last=False)
+            self._verified[token] = (*times, jwt.get_unverified_header(token)["kid"], claims["jti"], user)
+        return user
+
+    def from_request(self, request):
+        """The verified user of a request, or None (no token, or a bad one)."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        return self.verify(token.strip())

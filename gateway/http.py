@@ -11,18 +11,23 @@ this order:
 4. checked the role (403);
 5. refused a body that is not JSON (415) or too large (413), and loaded the
    body and query through their marshmallow schemas (400, field by field);
+   a route declared with ``form=`` (the OAuth 2 token endpoint) also takes
+   an ``application/x-www-form-urlencoded`` body, loaded as an OAuth 2 token
+   request (``form_grant``) whose errors are RFC 6749 §5.2's;
 6. for ``limit="login"``, refused a client address + username whose failed
-   sign-ins emptied its bucket (429); for ``limit="signup"``, counted the
+   sign-ins filled its window (429); for ``limit="signup"``, counted the
    registration against the client address (429).
 
 Whatever goes wrong after that becomes the spec's error body with the right
-status; a stack trace goes to the log, never to the client.
+status (or, for a form-encoded token request, RFC 6749's); a stack trace
+goes to the log, never to the client.
 """
 import json
 import logging
 import socket
 import time
 from functools import partial
+from urllib.parse import parse_qsl
 
 import eventlet
 from eventlet import greenio
@@ -34,11 +39,12 @@ from nameko.extensions import ProviderCollector
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer
 from prometheus_client import make_wsgi_app
+from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
 from common import correlation, errors, metrics
-from gateway import auth
+from gateway.authority import Authority
 from gateway.ratelimit import RateLimiter, retry_after
 
 log = logging.getLogger(__name__)
@@ -71,6 +77,18 @@ class TooManyRequests(errors.BookRentalError):
     def __init__(self, message, wait):
         super().__init__(message, retry_after=retry_after(wait))
         self.retry_after = wait
+
+
+class OAuthError(errors.BookRentalError):
+    """An answer of the OAuth 2 token endpoint to a form-encoded request, in
+    RFC 6749 §5.2's form: ``{"error": "invalid_grant", "error_description"}``."""
+
+    code = "oauth"
+
+    def __init__(self, error, description, status=400):
+        super().__init__(description)
+        self.error = error
+        self.status = status
 
 
 class PayloadTooLarge(errors.BookRentalError):
@@ -109,6 +127,11 @@ def response_for(exc):
     """The one place an exception becomes an HTTP answer."""
     if isinstance(exc, ValidationError):
         return error_response(400, "the request is not valid", "bad_request", _details(exc.messages))
+    if isinstance(exc, OAuthError):
+        headers = {"Pragma": "no-cache"}
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="bookrental"'
+        return json_response({"error": exc.error, "error_description": exc.message}, exc.status, headers)
     if isinstance(exc, errors.BookRentalError):
         status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
         headers = {}
@@ -316,9 +339,10 @@ def _wait_for_consumers(container, timeout=60):
 class Api(HttpRequestHandler):
     server = JsonWebServer()
     limiter = RateLimiter()
+    authority = Authority()
 
-    def __init__(self, method, url, roles=None, body=None, query=None, status=200, tag=None, limit="default",
-                 **kwargs):
+    def __init__(self, method, url, roles=None, body=None, query=None, form=None, status=200, tag=None,
+                 limit="default", **kwargs):
         # A business answer (404, 409, 503...) is not an error of the gateway's.
         kwargs.setdefault("expected_exceptions", errors.BookRentalError)
         super().__init__(method, url, **kwargs)
@@ -327,6 +351,7 @@ class Api(HttpRequestHandler):
         self.roles = roles
         self.body = body
         self.query = query
+        self.form = form
         self.status = status
         self.limit = limit
 
@@ -355,7 +380,7 @@ class Api(HttpRequestHandler):
         if self.limit in ("login", "signup"):
             self._take("password", address, "too many sign-ins and sign-ups from your address")
         kwargs = dict(request.path_values)
-        user = auth.user_from_request(self.container.config, request)
+        user = self.authority.tokens.from_request(request)
         if limited and user is not None:
             self._take("account", user["username"], "too many requests for your account")
         if self.roles is not None:
@@ -364,13 +389,18 @@ class Api(HttpRequestHandler):
             if user["role"] not in self.roles:
                 raise Forbidden(f"this needs the role {' or '.join(sorted(self.roles))}")
             kwargs["user"] = user
+        if self.form is not None:
+            kwargs["user"] = user  # who the client acts for, if it says (a refresh checks it)
+            kwargs["form"] = form_grant(request, self.form) if request.mimetype == FORM else None
         if self.body is not None:
-            kwargs["body"] = self.body().load(_json_body(request))
+            kwargs["body"] = None if kwargs.get("form") else self.body().load(_json_body(request))
         if self.query is not None:
             kwargs["query"] = self.query().load(request.args.to_dict())
         login = None
         if self.limit == "login":
-            login = (address, kwargs["body"]["username"])
+            sign_in = kwargs.get("form") or kwargs["body"]
+            login = (address, sign_in.get("username")) if sign_in.get("username") is not None else None
+        if login is not None:
             wait = self.limiter.wait("login", login)
             if wait:
                 raise TooManyRequests("too many failed sign-ins for this username; wait and try again", wait)
@@ -378,8 +408,8 @@ class Api(HttpRequestHandler):
             self._take("signup", address, "too many sign-ups from your address")
         try:
             result = self._run(request, kwargs, rid)
-        except Unauthorized:
-            if login is not None:
+        except (Unauthorized, OAuthError) as failure:
+            if login is not None and (isinstance(failure, Unauthorized) or failure.error == "invalid_grant"):
                 self.limiter.charge("login", login)
             raise
         return self.response_from_result(result)
@@ -406,6 +436,83 @@ class Api(HttpRequestHandler):
         return json_response(payload, status)
 
 
+FORM = "application/x-www-form-urlencoded"
+MAX_FORM_FIELDS = 20
+
+
+def form_grant(request, schemas_by_grant):
+    """An OAuth 2 token request (RFC 6749 §4.3, §6) from a form-encoded body,
+    loaded by the schema of its ``grant_type`` (``schemas_by_grant``);
+    OAuthError in §5.2's terms otherwise. As §3.2 says: a parameter without
+    a value is as if it were not sent, unknown parameters are ignored, and
+    none may be sent twice. The client: ``client_id`` in the body or HTTP
+    Basic; this server has public clients only, so a client secret cannot be
+    right (``invalid_client``)."""
+    try:
+        raw = _raw_body(request)
+        form = MultiDict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict",
+                                   max_num_fields=MAX_FORM_FIELDS))
+    except errors.BookRentalError as error:
+        raise OAuthError("invalid_request", error.message) from None
+    except (UnicodeDecodeError, ValueError):
+        raise OAuthError("invalid_request", "the body is not a valid form (UTF-8, URL-encoded)") from None
+    repeated = sorted(name for name, values in form.lists() if len(values) > 1)
+    if repeated:
+        raise OAuthError("invalid_request", f"a parameter was sent more than once: {', '.join(repeated)[:200]}")
+    values = {name: value for name, value in form.items() if value != ""}
+    client_id = _client_of(request, values)
+    grant_type = values.get("grant_type")
+    if grant_type is None:
+        raise OAuthError("invalid_request", "grant_type is missing: password or refresh_token")
+    if grant_type not in schemas_by_grant:
+        raise OAuthError("unsupported_grant_type", f"this server grants {' and '.join(schemas_by_grant)} only")
+    try:
+        grant = schemas_by_grant[grant_type]().load(values)
+    except ValidationError as error:
+        problems = "; ".join(f"{name}: {' '.join(map(str, messages)) if isinstance(messages, list) else messages}"
+                             for name, messages in sorted(error.messages.items()))
+        raise OAuthError("invalid_request", problems[:300]) from None
+    if grant.get("scope"):
+        raise OAuthError("invalid_scope", "this server has no scopes; leave scope out")
+    grant["client_id"] = client_id
+    return grant
+
+
+def _client_of(request, values):
+    """The client_id the request names (body or HTTP Basic), or None."""
+    if values.get("client_secret") is not None:
+        raise OAuthError("invalid_client", "this server has public clients only: send no client secret", 401)
+    client_id = values.get("client_id")
+    header = request.headers.get("Authorization", "")
+    if header[:6].lower() == "basic ":
+        credentials = request.authorization
+        if credentials is None or credentials.type != "basic" or not credentials.username:
+            raise OAuthError("invalid_client", "the client's HTTP Basic credentials are malformed", 401)
+        if credentials.password:
+            raise OAuthError("invalid_client", "this server has public clients only: send no client secret", 401)
+        if client_id is not None and client_id != credentials.username:
+            raise OAuthError("invalid_request", "client_id differs from the HTTP Basic client")
+        client_id = credentials.username
+    if client_id is not None and not (0 < len(client_id) <= 64 and client_id.isprintable()):
+        raise OAuthError("invalid_client", "client_id must be 1 to 64 printable characters", 401)
+    return client_id
+
+
+def _raw_body(request):
+    """The body's bytes, at most MAX_BODY_BYTES (413 past them)."""
+    length = request.content_length
+    if length is not None and length > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes", limit=MAX_BODY_BYTES)
+    if length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        stream = request.environ["wsgi.input"]  # eventlet de-chunks; werkzeug would read nothing
+    else:
+        stream = request.stream
+    raw = stream.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes", limit=MAX_BODY_BYTES)
+    return raw
+
+
 def _json_body(request):
     """The body as a JSON object. A body that says it is anything but JSON is
     refused with 415 (``application/json``, with or without a charset, or any
@@ -417,16 +524,7 @@ def _json_body(request):
     charset = request.mimetype_params.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
         raise UnsupportedMediaType("send the body in UTF-8", **{"Content-Type": [f"charset={charset[:40]}"]})
-    length = request.content_length
-    if length is not None and length > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes", limit=MAX_BODY_BYTES)
-    if length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
-        stream = request.environ["wsgi.input"]  # eventlet de-chunks; werkzeug would read nothing
-    else:
-        stream = request.stream
-    raw = stream.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes", limit=MAX_BODY_BYTES)
+    raw = _raw_body(request)
     if not raw.strip():
         raise errors.BadRequest("send a JSON object as the body")
     try:

@@ -18,7 +18,7 @@ refetches ``GET /mypage`` when it (re)connects, so no change is lost.
 Authentication. ``EventSource`` cannot send an ``Authorization`` header, and
 the bearer token must not go into a URL (URLs end up in logs and history).
 So the page trades its token for a *ticket* (``POST /mypage/events/ticket``):
-a JWT signed with the gateway's secret for its own audience, valid for 30
+a JWT signed with the gateway's token key for its own audience, valid for 30
 seconds and redeemable once, that names the customer and when their token
 expires. The page opens ``GET /mypage/events?ticket=...``; the stream ends
 when the token would have expired, so a stream never outlives its sign-in.
@@ -136,21 +136,19 @@ class Hub:
 
     # -- tickets ------------------------------------------------------------
 
-    def issue_ticket(self, config, user, token_expires_at):
+    def issue_ticket(self, tokens, user, token_expires_at):
+        """A ticket for ``user``, signed by ``tokens`` (``gateway.auth.Tokens``)."""
         now = int(time.time())
         claims = {"sub": user["username"], "role": user["role"], "iat": now, "exp": now + TICKET_TTL,
                   "iss": auth.ISSUER, "aud": TICKET_AUDIENCE, "jti": secrets.token_urlsafe(16),
                   "until": int(token_expires_at)}
-        ticket = jwt.encode(claims, auth.secret(config), algorithm=auth.ALGORITHM)
-        return {"ticket": ticket, "expires_in": TICKET_TTL}
+        return {"ticket": tokens.sign(claims), "expires_in": TICKET_TTL}
 
-    def redeem_ticket(self, config, ticket):
+    def redeem_ticket(self, tokens, ticket):
         """The customer a valid, unused ticket names; Unauthorized otherwise."""
         try:
-            claims = jwt.decode(ticket, auth.secret(config), algorithms=[auth.ALGORITHM],
-                                audience=TICKET_AUDIENCE, issuer=auth.ISSUER,
-                                options={"require": ["exp", "iat", "jti", "sub", "until"]})
-        except jwt.PyJWTError:
+            claims = tokens.decode(ticket, TICKET_AUDIENCE, ["exp", "iat", "jti", "sub", "until"])
+        except (jwt.PyJWTError, ValueError, TypeError):
             raise Unauthorized("this ticket is not valid or has expired; ask for a new one") from None
         if claims.get("role") != "customer" or not isinstance(claims.get("sub"), str):
             raise Unauthorized("this ticket is not valid; ask for a new one")
@@ -178,15 +176,6 @@ class LiveHub(DependencyProvider):
 
     def get_dependency(self, worker_ctx):
         return self.hub
-
-
-def token_expiry(request):
-    """When the (already verified) bearer token of ``request`` expires."""
-    token = request.headers.get("Authorization", "").partition(" ")[2].strip()
-    try:
-        return int(jwt.decode(token, options={"verify_signature": False})["exp"])
-    except (jwt.PyJWTError, KeyError, TypeError, ValueError):
-        return int(time.time()) + TICKET_TTL
 
 
 def change(event):

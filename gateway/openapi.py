@@ -10,11 +10,13 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from gateway import schemas
-from gateway.http import ROUTES
+from gateway.http import FORM, ROUTES
 
 RESPONSES = {
     # route name: (success schema, extra error statuses)
     "issue_token": (schemas.Token, [401, 429]),
+    "logout": (None, [503]),
+    "jwks": (schemas.KeySet, []),
     "register": (schemas.Account, [409]),
     "get_account": (schemas.Profile, [404]),
     "change_account": (schemas.Profile, [404]),
@@ -87,7 +89,9 @@ def _operation(route):
     }
     if roles:
         operation["x-roles"] = sorted(roles)
-    if success is not None:
+    if status == "204":
+        operation["responses"][status] = {"description": "Done; no content"}
+    elif success is not None:
         operation["responses"][status] = {"description": "OK", "content": {"application/json": {"schema": success}}}
     elif name in OTHER_CONTENT:
         media_type, other_errors = OTHER_CONTENT[name]
@@ -100,6 +104,8 @@ def _operation(route):
         operation["parameters"].append({"in": "query", "schema": route["query"]})
     if route.get("body") is not None:
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": route["body"]}}}
+    if route.get("form") is not None:
+        operation["requestBody"]["content"][FORM] = {"schema": {"oneOf": list(route["form"].values())}}
     if name == "reserve":
         operation["parameters"].append({
             "name": "Idempotency-Key", "in": "header", "required": False,
@@ -114,11 +120,16 @@ def _operation(route):
         errors.add(429)
     if roles:
         errors |= {401, 403}
-        operation["security"] = [{"bearer": []}]
+        operation["security"] = [{"oauth2": []}, {"bearer": []}]
     if success is not None and name not in ("live", "ready"):
         errors |= {429, 503}
     for code in sorted(errors):
         operation["responses"][str(code)] = {"$ref": f"#/components/responses/E{code}"}
+    if route.get("form") is not None:  # a form-encoded request's errors are RFC 6749's
+        for code in (400, 401):
+            operation["responses"][str(code)] = {
+                "description": ERROR_TEXT[code] + "; to a form-encoded request, RFC 6749 §5.2's error",
+                "content": {"application/json": {"schema": {"anyOf": ["Error", "OAuthError"]}}}}
     return operation
 
 
@@ -129,12 +140,19 @@ def document():
         plugins=[MarshmallowPlugin()],
         info={"description": "A library that lends books and delivers them. Every error is "
                              "`{\"error\": {\"code\", \"message\", \"details\"}}`. Sign in with "
-                             "`POST /auth/token` and send `Authorization: Bearer <token>`; each operation names "
+                             "`POST /auth/token` (JSON, or an OAuth 2 password grant: see the `oauth2` scheme) "
+                             "and send `Authorization: Bearer <token>`; refresh with the refresh token before it "
+                             "expires; `POST /auth/logout` ends the session. Access tokens are RS256 JWTs; the "
+                             "keys are at `/.well-known/jwks.json`. Each operation names "
                              "the roles it needs (`x-roles`). Bodies are `application/json` (UTF-8, at most "
                              "64 KiB; unknown fields are refused). Requests are rate limited per client address "
                              "and per account, failed sign-ins per address and username: 429 with `Retry-After`."})
+    spec.components.security_scheme("oauth2", {
+        "type": "oauth2", "description": "OAuth 2 password flow (RFC 6749 §4.3); public clients, no scopes",
+        "flows": {"password": {"tokenUrl": "/auth/token", "refreshUrl": "/auth/token", "scopes": {}}}})
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     spec.components.schema("Error", schema=schemas.Error)
+    spec.components.schema("OAuthError", schema=schemas.OAuthError)
     for code, text in ERROR_TEXT.items():
         response = {"description": text, "content": {"application/json": {"schema": "Error"}}}
         if code in (429, 503):

@@ -1,6 +1,6 @@
-"""Rate limits at the gateway: token buckets, kept in the gateway process.
+"""Rate limits at the gateway, counted across every gateway replica.
 
-Five families of buckets, each a rate and a burst (``RATE_LIMIT`` in
+Five families of limits, each a rate and a burst (``RATE_LIMIT`` in
 config.yml, every value overridable by a ``RATE_LIMIT_*`` environment
 variable):
 
@@ -9,28 +9,38 @@ variable):
 - ``password``: every sign-in and sign-up, per client address: each costs a
   scrypt hash (tens of milliseconds of CPU), so this bounds what one address
   can make the gateway spend on them, whatever usernames it tries;
-- ``login``: failed sign-ins, per client address and username. An empty bucket
-  refuses every attempt for that pair, the right password included, until it
-  refills, so guessing a password is limited to the refill rate;
+- ``login``: failed sign-ins, per client address and username. Once full it
+  refuses every attempt for that pair, the right password included, until
+  the oldest failure leaves the window, so guessing a password is limited to
+  the rate;
 - ``signup``: registrations, per client address (no mass account creation).
 
-A request that finds its bucket empty is answered 429 with ``Retry-After``
-(the whole seconds until the bucket holds a token again).
+Each family is a moving window (the ``limits`` package): at most ``burst``
+requests in any ``burst / rate`` seconds, which lets a burst through and
+holds the long-run rate. A request past it is answered 429 with
+``Retry-After``: the whole seconds until the oldest request in the window
+leaves it.
 
-The buckets live in the memory of one gateway process: with *n* replicas a
-client gets up to *n* times these limits (limits are per replica). At most
-``MAX_KEYS`` buckets are kept per family; the least recently used go first,
-and a bucket that is forgotten is as good as a full one, which is what an idle
-bucket has refilled to anyway.
+Where the counts live: in Redis when ``REDIS_URL`` is set, so every replica
+counts against the same windows (keys under ``<REDIS_PREFIX>:limits``);
+otherwise in the process (``memory://``: *n* replicas then let a client
+through *n* times the limit; for a single process and unit tests). If Redis
+cannot be reached a request is let through (logged): a limiter that is down
+must not take the API down with it.
 """
+import hashlib
 import ipaddress
+import logging
 import math
 import time
-from collections import OrderedDict
 
+from limits import RateLimitItemPerSecond
+from limits.errors import StorageError
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
 from nameko.extensions import SharedExtension
 
-MAX_KEYS = 100_000
+log = logging.getLogger(__name__)
 
 # family: (config key of the rate, unit in seconds, config key of the burst, default rate, default burst)
 FAMILIES = {
@@ -40,81 +50,67 @@ FAMILIES = {
     "login": ("LOGIN_PER_MINUTE", 60, "LOGIN_BURST", 5, 10),
     "signup": ("SIGNUP_PER_MINUTE", 60, "SIGNUP_BURST", 30, 60),
 }
+WARN_EVERY = 30.0  # seconds between two warnings that the store is unreachable
 
 
-class TokenBucket:
-    """``burst`` tokens at most, refilled at ``rate`` tokens a second."""
-
-    __slots__ = ("rate", "burst", "tokens", "stamp")
-
-    def __init__(self, rate, burst, now):
-        self.rate = rate
-        self.burst = burst
-        self.tokens = float(burst)
-        self.stamp = now
-
-    def _refill(self, now):
-        if now > self.stamp:
-            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
-
-    def wait(self, now):
-        """Seconds until a token is there (0.0 when one is there now)."""
-        self._refill(now)
-        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
-
-    def take(self, now):
-        """Take a token: 0.0 when taken, else the seconds until one is there."""
-        wait = self.wait(now)
-        if wait == 0.0:
-            self.tokens -= 1
-        return wait
-
-    def charge(self, now):
-        """Take a token even if that leaves the bucket in debt (not below -burst)."""
-        self._refill(now)
-        self.tokens = max(-self.burst, self.tokens - 1)
+def window(rate, burst):
+    """The moving window of ``burst`` requests that holds ``rate`` a second."""
+    burst = max(1, int(burst))
+    return RateLimitItemPerSecond(burst, max(1, math.ceil(burst / rate)))
 
 
-class Buckets:
-    """Token buckets by key (an address, an account...), at most ``max_keys``."""
+class Limits:
+    """The windows of every family, in one ``limits`` storage."""
 
-    def __init__(self, rate, burst, max_keys=MAX_KEYS, clock=time.monotonic):
-        self.rate = float(rate)
-        self.burst = max(1.0, float(burst))
-        self.max_keys = max_keys
+    def __init__(self, families, storage_uri="memory://", clock=time.time, **storage_options):
+        self.windows = {family: window(*limits) for family, limits in families.items() if limits}
+        self.storage = storage_from_string(storage_uri, **storage_options)
+        self.limiter = MovingWindowRateLimiter(self.storage)
         self.clock = clock
-        self._buckets = OrderedDict()
+        self._warned_at = float("-inf")
 
-    def __len__(self):
-        return len(self._buckets)
-
-    def _bucket(self, key, now):
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
-            while len(self._buckets) > self.max_keys:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(key)
-        return bucket
-
-    def take(self, key):
-        """Spend a token of ``key``'s bucket: 0.0, or the seconds to wait (nothing spent)."""
-        now = self.clock()
-        return self._bucket(key, now).take(now)
-
-    def wait(self, key):
-        """The seconds ``key`` would wait for a token, spending nothing."""
-        if key not in self._buckets:
+    def take(self, family, key):
+        """Count a request: 0.0 when it may go on, else the seconds it should wait."""
+        item = self.windows.get(family)
+        if item is None:
             return 0.0
-        now = self.clock()
-        return self._bucket(key, now).wait(now)
+        try:
+            if self.limiter.hit(item, family, key):
+                return 0.0
+            return self._wait(item, family, key)
+        except (StorageError, OSError, ConnectionError) as error:
+            return self._unreachable(error)
 
-    def charge(self, key):
-        """Spend a token of ``key``'s bucket whether or not there is one."""
-        now = self.clock()
-        self._bucket(key, now).charge(now)
+    def wait(self, family, key):
+        """The seconds ``key`` would wait, counting nothing."""
+        item = self.windows.get(family)
+        if item is None:
+            return 0.0
+        try:
+            return self._wait(item, family, key)
+        except (StorageError, OSError, ConnectionError) as error:
+            return self._unreachable(error)
+
+    def charge(self, family, key):
+        """Count a request (a failed sign-in) whether or not there is room."""
+        item = self.windows.get(family)
+        if item is None:
+            return
+        try:
+            self.limiter.hit(item, family, key)
+        except (StorageError, OSError, ConnectionError) as error:
+            self._unreachable(error)
+
+    def _wait(self, item, family, key):
+        reset, remaining = self.limiter.get_window_stats(item, family, key)
+        return 0.0 if remaining > 0 else max(0.001, reset - self.clock())
+
+    def _unreachable(self, error):
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY:
+            self._warned_at = now
+            log.warning("the rate limit store cannot be reached; requests are not limited: %s", error)
+        return 0.0
 
 
 def retry_after(seconds):
@@ -162,30 +158,42 @@ def client_address(request, trusted_hops=0):
     return str(ip)
 
 
+def redis_prefix(config):
+    """The prefix of every key this system keeps in Redis (limits, deny list):
+    ``REDIS_PREFIX``, by default one made from the gateway's database URI, so
+    the replicas of one system share their keys and two systems on one Redis
+    (parallel test runs, two checkouts) never see each other's."""
+    explicit = str(config.get("REDIS_PREFIX") or "").strip()
+    if explicit:
+        return explicit
+    database = str((config.get("DB_URIS") or {}).get("gateway:Base", ""))
+    return "bookrental:" + hashlib.sha256(database.encode()).hexdigest()[:12]
+
+
 class RateLimiter(SharedExtension):
-    """The gateway's buckets, shared by every route of one process."""
+    """The gateway's limits, shared by every route of one process."""
 
     def setup(self):
         self.configure(self.container.config)
 
     def configure(self, config):
         self.trusted_hops = int((config.get("RATE_LIMIT") or {}).get("TRUSTED_PROXY_HOPS") or 0)
-        self.families = {family: Buckets(*limits) if limits else None
-                         for family, limits in settings(config).items()}
+        redis_url = str(config.get("REDIS_URL") or "").strip()
+        options = {}
+        if redis_url:
+            options = {"key_prefix": f"{redis_prefix(config)}:limits", "wrap_exceptions": True,
+                       "socket_timeout": 1, "socket_connect_timeout": 1}
+        self.limits = Limits(settings(config), redis_url or "memory://", **options)
 
     def address(self, request):
         return client_address(request, self.trusted_hops)
 
     def take(self, family, key):
         """0.0 when the request may go on, else the seconds it should wait."""
-        buckets = self.families.get(family)
-        return buckets.take(key) if buckets is not None else 0.0
+        return self.limits.take(family, key)
 
     def wait(self, family, key):
-        buckets = self.families.get(family)
-        return buckets.wait(key) if buckets is not None else 0.0
+        return self.limits.wait(family, key)
 
     def charge(self, family, key):
-        buckets = self.families.get(family)
-        if buckets is not None:
-            buckets.charge(key)
+        self.limits.charge(family, key)

@@ -5,7 +5,7 @@ type every number; the OpenAPI document is generated from these classes.
 """
 import re
 
-from marshmallow import RAISE, Schema, fields, validate
+from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
 
 PRINTABLE = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="control characters are not allowed")
 
@@ -71,10 +71,60 @@ class Registration(Request):
     address = address(allow_none=True)
 
 
+class Grant(Schema):
+    """An OAuth 2 token request, form-encoded (RFC 6749 §3.2: unknown
+    parameters are ignored, not refused)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    client_id = fields.String(validate=[validate.Length(min=1, max=64), PRINTABLE],
+                              metadata={"description": "optional: this server's clients are public (no secret)"})
+    scope = fields.String(validate=validate.Length(max=256),
+                          metadata={"description": "this server has no scopes: leave it out (invalid_scope)"})
+
+
+class PasswordGrant(Grant):
+    grant_type = fields.String(required=True, validate=validate.OneOf(["password"]))
+    username = fields.String(required=True, validate=[validate.Length(min=1, max=64), PRINTABLE])
+    password = fields.String(required=True, validate=validate.Length(min=1, max=256), load_only=True)
+
+
+class RefreshTokenGrant(Grant):
+    grant_type = fields.String(required=True, validate=validate.OneOf(["refresh_token"]))
+    refresh_token = fields.String(required=True, validate=validate.Length(min=1, max=256))
+
+
+GRANTS = {"password": PasswordGrant, "refresh_token": RefreshTokenGrant}
+
+
 class Token(Schema):
-    access_token = fields.String(required=True)
+    access_token = fields.String(required=True, metadata={"description": "a JWT, RS256, with a kid"})
     token_type = fields.String(required=True, metadata={"example": "bearer"})
     expires_in = fields.Integer(required=True, metadata={"description": "seconds"})
+    refresh_token = fields.String(required=True, metadata={"description": "opaque; works once"})
+
+
+class OAuthError(Schema):
+    """RFC 6749 §5.2: the token endpoint's errors to a form-encoded request."""
+
+    error = fields.String(required=True, validate=validate.OneOf([
+        "invalid_request", "invalid_client", "invalid_grant", "unauthorized_client", "unsupported_grant_type",
+        "invalid_scope"]))
+    error_description = fields.String()
+
+
+class PublicKey(Schema):
+    kty = fields.String(required=True, metadata={"example": "RSA"})
+    use = fields.String(required=True, metadata={"example": "sig"})
+    alg = fields.String(required=True, metadata={"example": "RS256"})
+    kid = fields.String(required=True)
+    n = fields.String(required=True)
+    e = fields.String(required=True)
+
+
+class KeySet(Schema):
+    keys = fields.List(fields.Nested(PublicKey), required=True)
 
 
 class Account(Schema):

@@ -2,15 +2,18 @@
 
 Each route authenticates and validates (in ``gateway.http``), then makes one
 or two RPC calls and returns what the service answered. It owns nothing but
-the accounts (who may sign in, their role, their email and address); every
-business decision is made by the service that owns it. Account changes are
-announced as ``customer_updated`` through the gateway's own outbox, so
-``notification`` learns where to mail without ever asking the gateway.
+the accounts (who may sign in, their role, their email and address) and
+their sessions (``gateway.sessions``); every business decision is made by
+the service that owns it. Account changes are announced as
+``customer_updated`` through the gateway's own outbox, so ``notification``
+learns where to mail without ever asking the gateway.
 """
 import json
 import logging
 import mimetypes
 import os
+import random
+import time
 import uuid
 
 import eventlet
@@ -26,12 +29,13 @@ from common.errors import BadRequest, NotAllowed, NotFound, Unavailable
 from common.metrics import Metrics
 from common.rpc import ServiceRpc
 from common.store import Store
-from gateway import auth, models, openapi, schemas
+from gateway import auth, models, openapi, schemas, sessions
+from gateway.authority import Tokens
 from gateway.domain import DEMO_CONTACTS, Account
 from gateway.cache import GatewayCaches
 from gateway.inline import inline_event_handler
-from gateway.live import LiveHub, change, stream_response, token_expiry
-from gateway.http import Unauthorized, api, json_response
+from gateway.live import LiveHub, change, stream_response
+from gateway.http import OAuthError, Unauthorized, api, json_response
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +43,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 WEB_ROOT = os.path.join(HERE, "web")
 ASYNCAPI = os.path.join(os.path.dirname(HERE), "docs", "asyncapi.json")
 BACKENDS = ("product", "reservation", "delivery", "mypage", "notification")
+PRUNE_CHANCE = 0.01  # of a sign-in deleting the refresh tokens that expired a day ago
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 
 
 class AccountStore(Store):
-    """The gateway's store: refuses to start with the default token secret
-    outside development, and creates the demo accounts in development.
+    """The gateway's store: creates the demo accounts in development. (Without
+    a signing key outside development the gateway refuses to start: see
+    ``gateway.authority``.)
 
     The demo customers' contacts are announced (``customer_updated``) at
     every start in development: an announcement is the whole contact as it
@@ -53,7 +59,6 @@ class AccountStore(Store):
     did not exist yet at the first one learns them all the same."""
 
     def setup(self):
-        auth.check_config(self.container.config)  # logs why and raises ConfigurationError
         super().setup()
         if self.container.config.get("PROFILE", "development") == "development":
             with self.transaction() as tx:
@@ -112,17 +117,92 @@ class GatewayService:
     notification = ServiceRpc("notification")
     live_pages = LivePages()
     caches = GatewayCaches()
+    authority = Tokens()
 
-    # -- accounts -------------------------------------------------------
+    # -- accounts and sessions ------------------------------------------
 
-    @api("POST", "/auth/token", body=schemas.Credentials, tag="auth", limit="login")
-    def issue_token(self, request, body):
-        """Sign in: trade a username and password for a bearer token."""
+    @api("POST", "/auth/token", body=schemas.Credentials, form=schemas.GRANTS, tag="auth", limit="login")
+    def issue_token(self, request, body, form, user):
+        """Sign in, or refresh a session. The answer: an access token (a JWT
+        signed with RS256, good for `expires_in` seconds) and a refresh token
+        (good once, for a new pair before the access token expires). JSON `{"username", "password"}` answers errors in this API's form;
+        a form-encoded body is an OAuth 2 token request (RFC 6749 §4.3 and
+        §6: `grant_type=password` with `username` and `password`, or
+        `grant_type=refresh_token` with `refresh_token`) answered in RFC 6749
+        §5.2's form. A refresh token used twice ends its session."""
+        if form is None:
+            return self._sign_in(body["username"], body["password"], None,
+                                 Unauthorized("wrong username or password"))
+        if form["grant_type"] == "password":
+            return self._sign_in(form["username"], form["password"], form["client_id"],
+                                 OAuthError("invalid_grant", "wrong username or password"))
+        return self._refresh(form["refresh_token"], form["client_id"], user)
+
+    @api("POST", "/auth/logout", roles=set(auth.ROLES), status=204, tag="auth")
+    def logout(self, request, user):
+        """Sign out: this access token and its session's refresh token are
+        refused from now on, by every gateway replica within a second."""
+        deny_list = self.authority.deny_list
+        deny_list.deny([(user["jti"], user["exp"])])  # first: if that fails (503), nothing changed
+        if user["session"] is not None:
+            with self.store.transaction() as tx:
+                others = sessions.revoke(tx.session, user["session"], time.time())
+            deny_list.deny([entry for entry in others if entry[0] != user["jti"]])
+        log.info("signed out", extra={"username": user["username"]})
+        return Response(status=204, headers={"Cache-Control": "no-store"})
+
+    @api("GET", "/.well-known/jwks.json", tag="auth")
+    def jwks(self, request):
+        """The public keys that sign access tokens (a JWK Set, RFC 7517):
+        verify a token with the key of its `kid`, algorithm RS256."""
+        response = json_response(self.authority.tokens.source.current().jwks())
+        response.headers["Cache-Control"] = "public, max-age=60"
+        return response
+
+    def _sign_in(self, username, password, client_id, failure):
         with self.store.reading() as session:
-            account = models.find(session, body["username"])
-            if not auth.verify(account, body["password"]):
-                raise Unauthorized("wrong username or password")
-            return auth.issue_token(self.config, account.username, account.role)
+            account = models.find(session, username)
+            if not auth.verify(account, password):
+                raise failure
+            username, role = account.username, account.role
+        session_id = sessions.new_session_id()
+        token, claims = self.authority.tokens.issue(username, role, session_id)
+        now = time.time()
+        with self.store.transaction() as tx:
+            refresh = sessions.issue(tx.session, session_id, username, client_id, (claims["jti"], claims["exp"]),
+                                     now, self._refresh_ttl())
+            if random.random() < PRUNE_CHANCE:  # now and then: forget tokens long expired
+                sessions.prune(tx.session, now)
+        return _token_answer(token, claims, refresh)
+
+    def _refresh(self, refresh_token, client_id, user):
+        now = time.time()
+        failure = None
+        with self.store.transaction() as tx:
+            try:
+                session_id, username, client_id = sessions.use(
+                    tx.session, refresh_token, now, client_id, user["username"] if user else None)
+                account = models.find(tx.session, username)
+                if account is None:
+                    raise sessions.InvalidGrant("the account no longer exists",
+                                                revoked=sessions.revoke(tx.session, session_id, now))
+                token, claims = self.authority.tokens.issue(account.username, account.role, session_id)
+                refresh = sessions.issue(tx.session, session_id, account.username, client_id,
+                                         (claims["jti"], claims["exp"]), now, self._refresh_ttl())
+            except sessions.InvalidGrant as error:
+                failure = error  # the transaction commits what the failure revoked
+        if failure is not None:
+            if failure.revoked:
+                log.warning("a refresh token was used twice; its session is revoked")
+                try:
+                    self.authority.deny_list.deny(failure.revoked)
+                except Exception:
+                    log.exception("the revoked session's access tokens could not be denied")
+            raise OAuthError("invalid_grant", failure.message)
+        return _token_answer(token, claims, refresh)
+
+    def _refresh_ttl(self):
+        return int(self.config.get("REFRESH_TOKEN_TTL") or sessions.DEFAULT_TTL)
 
     @api("POST", "/auth/register", body=schemas.Registration, status=201, tag="auth", limit="signup")
     def register(self, request, body):
@@ -271,7 +351,7 @@ class GatewayService:
         """A ticket to open the live MyPage stream: valid for 30 seconds, once.
         EventSource cannot send a bearer token, and a token must not go into a
         URL; a ticket may."""
-        return self.live_pages.issue_ticket(self.config, user, token_expiry(request))
+        return self.live_pages.issue_ticket(self.authority.tokens, user, user["exp"])
 
     @api("GET", "/mypage/events", query=schemas.EventStreamQuery, tag="mypage")
     def mypage_events(self, request, query):
@@ -279,7 +359,7 @@ class GatewayService:
         connected, then `mypage_changed` {reservation_id, book_id, status,
         delivery_status} for each change of the ticket's customer; a comment
         every 15 seconds. Refetch GET /mypage on `ready` and on each change."""
-        user = self.live_pages.redeem_ticket(self.config, query["ticket"])
+        user = self.live_pages.redeem_ticket(self.authority.tokens, query["ticket"])
         return stream_response(request, self.live_pages.subscribe(user["username"], user["until"]))
 
     @inline_event_handler("mypage", "mypage_changed", uses=("caches", "live_pages"))  # no worker: gateway.inline
@@ -363,6 +443,12 @@ class GatewayService:
             return getattr(self, name).with_timeout(1.0).health()
         except Exception as error:
             return {"status": "unavailable", "error": str(error)[:200]}
+
+
+def _token_answer(token, claims, refresh_token):
+    """RFC 6749 §5.1's answer (the JSON sign-in's too): never cached."""
+    return json_response({"access_token": token, "token_type": "bearer", "expires_in": claims["exp"] - claims["iat"],
+                          "refresh_token": refresh_token}, headers={"Pragma": "no-cache"})
 
 
 def _file_response(path, mimetype):

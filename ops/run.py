@@ -117,6 +117,7 @@ class Cluster:
         for name in SERVICES:
             key = f"{name.upper()}_DB_URI"
             env.setdefault(key, f"sqlite:///{os.path.join(self.state_dir, 'data', name + '.db')}")
+        env.setdefault("TOKEN_KEYS", os.path.join(self.state_dir, "keys", "token-keys.pem"))  # gateway/keys.py
         env.update(self.env)
         if service == "gateway" and replica > 1:
             host, port = env.get("GATEWAY_ADDRESS", "127.0.0.1:8000").rsplit(":", 1)
