@@ -35,7 +35,8 @@ SYNC_SECONDS = 0.5
 
 
 class RedisDenied:
-    """The list in Redis: one sorted set, jti -> expiry (unix seconds)."""
+    """The list in Redis: one sorted set, jti -> expiry (unix seconds).
+    ``live`` answers {jti: expiry} of the tokens not yet expired."""
 
     def __init__(self, client, prefix):
         self.client = client
@@ -48,8 +49,8 @@ class RedisDenied:
         pipe.execute()
 
     def live(self, now):
-        return {member.decode() if isinstance(member, bytes) else member
-                for member in self.client.zrangebyscore(self.key, now, "+inf")}
+        return {member.decode() if isinstance(member, bytes) else member: score
+                for member, score in self.client.zrangebyscore(self.key, now, "+inf", withscores=True)}
 
 
 class SqlDenied:
@@ -71,7 +72,7 @@ class SqlDenied:
     def live(self, now):
         table = models.denied_tokens
         with self.reader.connect() as connection:
-            return set(connection.scalars(select(table.c.jti).where(table.c.expires_at >= now)))
+            return dict(connection.execute(select(table.c.jti, table.c.expires_at).where(table.c.expires_at >= now)).all())
 
 
 class DenyList:
@@ -101,7 +102,7 @@ class DenyList:
             return
         # Keep what this replica denied itself (it may not be readable yet), drop what expired.
         kept = {jti: expiry for jti, expiry in self.local.items() if expiry >= now}
-        self.local = {**{jti: float("inf") for jti in live}, **kept}
+        self.local = {**kept, **live}
 
     def deny(self, entries):
         """Deny each (jti, expiry) until its expiry, on every replica; raises

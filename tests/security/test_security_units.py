@@ -1,8 +1,6 @@
-"""The pieces of the gateway's edge, without a process: token buckets,
-limit settings, client addresses, password rules, token checks, body parsing."""
-import time
-
-import jwt
+"""The pieces of the gateway's edge, without a process: rate limits, limit
+settings, client addresses, password rules, body parsing. (Tokens, keys and
+sessions: test_security_token_units.py.)"""
 import pytest
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
@@ -10,68 +8,49 @@ from werkzeug.wrappers import Request
 from common.errors import BadRequest
 from gateway import auth
 from gateway.http import PayloadTooLarge, UnsupportedMediaType, _json_body
-from gateway.ratelimit import Buckets, client_address, retry_after, settings
-
-CONFIG = {"TOKEN_SECRET": "unit-test-secret-" + "s" * 32, "TOKEN_TTL": 60, "PROFILE": "development"}
+from gateway.ratelimit import Limits, client_address, redis_prefix, retry_after, settings, window
 
 
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
+# -- rate limits (moving windows of the limits package, in memory) ----------
 
-    def __call__(self):
-        return self.now
-
-
-# -- token buckets ----------------------------------------------------------
-
-def test_a_bucket_lets_a_burst_through_then_refills_at_its_rate():
-    clock = Clock()
-    buckets = Buckets(rate=2, burst=5, clock=clock)
-    assert [buckets.take("a") for _ in range(5)] == [0.0] * 5
-    wait = buckets.take("a")
-    assert wait == pytest.approx(0.5)
-    assert retry_after(wait) == 1
-    assert buckets.take("b") == 0.0  # another key has its own bucket
-    clock.now += 0.5
-    assert buckets.take("a") == 0.0
-    assert buckets.take("a") > 0
-    clock.now += 60
-    assert [buckets.take("a") for _ in range(5)] == [0.0] * 5  # never more than the burst
-    assert buckets.take("a") > 0
+def test_a_window_lets_a_burst_through_then_says_how_long_to_wait():
+    limits = Limits({"address": (2, 5)})  # 5 in any 3 seconds
+    assert [limits.take("address", "a") for _ in range(5)] == [0.0] * 5
+    wait = limits.take("address", "a")
+    assert 0 < wait <= 3
+    assert retry_after(wait) in (1, 2, 3)
+    assert limits.take("address", "b") == 0.0  # another key has its own window
+    assert limits.take("login", "a") == 0.0  # a family that is off lets everything through
 
 
-def test_a_slow_bucket_says_how_long_to_wait():
-    clock = Clock()
-    buckets = Buckets(rate=5 / 60, burst=2, clock=clock)  # 5 a minute
-    buckets.take("a")
-    buckets.take("a")
-    assert retry_after(buckets.take("a")) == 12
-    clock.now += 11.5
-    assert retry_after(buckets.wait("a")) == 1
-
-
-def test_charging_failures_empties_a_bucket_and_a_debt_is_bounded():
-    clock = Clock()
-    buckets = Buckets(rate=1, burst=3, clock=clock)
-    assert buckets.wait("k") == 0.0
+def test_charging_failures_fills_a_window_that_wait_then_reports():
+    limits = Limits({"login": (5 / 60, 3)})  # 3 in any 36 seconds
+    assert limits.wait("login", "k") == 0.0
     for _ in range(10):
-        buckets.charge("k")
-    assert buckets.wait("k") == pytest.approx(4.0)  # -3 tokens at most: 4 s to one token
-    clock.now += 4
-    assert buckets.wait("k") == 0.0
+        limits.charge("login", "k")
+    assert 30 < limits.wait("login", "k") <= 36
+    assert limits.wait("login", "other") == 0.0
 
 
-def test_buckets_forget_the_least_recently_used_beyond_max_keys():
-    clock = Clock()
-    buckets = Buckets(rate=1, burst=1, max_keys=3, clock=clock)
-    for key in "abc":
-        buckets.take(key)
-    buckets.take("a")  # a is used again: b is now the oldest
-    buckets.take("d")
-    assert len(buckets) == 3
-    assert buckets.wait("b") == 0.0  # forgotten: as good as full
-    assert buckets.wait("a") > 0
+def test_a_window_holds_the_burst_over_burst_over_rate_seconds():
+    item = window(200, 400)
+    assert (item.amount, item.get_expiry()) == (400, 2)
+    item = window(5 / 60, 10)  # the default login limit: 10 in any 2 minutes
+    assert (item.amount, item.get_expiry()) == (10, 120)
+
+
+def test_an_unreachable_store_lets_requests_through():
+    limits = Limits({"address": (1, 1)}, "redis://127.0.0.1:1/0", key_prefix="unit", wrap_exceptions=True,
+                    socket_connect_timeout=0.2, socket_timeout=0.2)
+    assert limits.take("address", "a") == 0.0
+    assert limits.wait("address", "a") == 0.0
+
+
+def test_the_redis_prefix_is_one_per_system_unless_set():
+    one = redis_prefix({"DB_URIS": {"gateway:Base": "sqlite:////tmp/a/gateway.db"}})
+    two = redis_prefix({"DB_URIS": {"gateway:Base": "sqlite:////tmp/b/gateway.db"}})
+    assert one != two and one.startswith("bookrental:")
+    assert redis_prefix({"REDIS_PREFIX": "mine", "DB_URIS": {}}) == "mine"
 
 
 def test_limit_settings_come_from_the_config_with_defaults():
@@ -123,85 +102,7 @@ def test_a_reasonable_password_is_accepted_and_stored_as_a_salted_scrypt_hash():
     assert not auth.check_password("correct horse batterY", first)
 
 
-# -- tokens -----------------------------------------------------------------
-
-def claims(**overrides):
-    now = int(time.time())
-    out = {"sub": "alice", "role": "customer", "iat": now, "nbf": now, "exp": now + 60,
-           "iss": auth.ISSUER, "aud": auth.AUDIENCE}
-    out.update(overrides)
-    return {key: value for key, value in out.items() if value is not None}
-
-
-def test_the_gateways_own_token_is_accepted():
-    token = auth.issue_token(CONFIG, "alice", "customer")["access_token"]
-    assert auth.user_from_token(CONFIG, token) == {"username": "alice", "role": "customer"}
-    assert jwt.get_unverified_header(token)["alg"] == "HS256"
-
-
-def _unsigned(payload):
-    return jwt.encode(payload, None, algorithm="none")
-
-
-@pytest.mark.parametrize("case", [
-    "none-algorithm", "wrong-secret", "HS512", "HS384", "expired", "not-yet-valid", "issued-in-the-future",
-    "wrong-audience", "wrong-issuer", "no-exp", "no-iat", "no-aud", "no-iss", "no-sub", "unknown-role",
-    "tampered-role", "garbage", "empty",
-])
-def test_bad_tokens_are_refused(case):
-    secret = CONFIG["TOKEN_SECRET"]
-    now = int(time.time())
-    good = jwt.encode(claims(), secret, algorithm="HS256")
-    token = {
-        "none-algorithm": lambda: _unsigned(claims()),
-        "wrong-secret": lambda: jwt.encode(claims(), "another-secret-" + "z" * 32, algorithm="HS256"),
-        "HS512": lambda: jwt.encode(claims(), secret, algorithm="HS512"),
-        "HS384": lambda: jwt.encode(claims(), secret, algorithm="HS384"),
-        "expired": lambda: jwt.encode(claims(iat=now - 120, nbf=now - 120, exp=now - 60), secret),
-        "not-yet-valid": lambda: jwt.encode(claims(nbf=now + 600), secret),
-        "issued-in-the-future": lambda: jwt.encode(claims(iat=now + 600), secret),
-        "wrong-audience": lambda: jwt.encode(claims(aud="someone-else"), secret),
-        "wrong-issuer": lambda: jwt.encode(claims(iss="someone-else"), secret),
-        "no-exp": lambda: jwt.encode(claims(exp=None), secret),
-        "no-iat": lambda: jwt.encode(claims(iat=None), secret),
-        "no-aud": lambda: jwt.encode(claims(aud=None), secret),
-        "no-iss": lambda: jwt.encode(claims(iss=None), secret),
-        "no-sub": lambda: jwt.encode(claims(sub=None), secret),
-        "unknown-role": lambda: jwt.encode(claims(role="admin"), secret),
-        "tampered-role": lambda: _tamper(good, role="librarian"),
-        "garbage": lambda: "not.a.token",
-        "empty": lambda: "",
-    }[case]()
-    assert auth.user_from_token(CONFIG, token) is None
-
-
-def _tamper(token, **changes):
-    """The same header and signature, with a payload of our choosing."""
-    import base64
-    import json
-
-    header, payload, signature = token.split(".")
-    data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    data.update(changes)
-    forged = base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
-    return f"{header}.{forged}.{signature}"
-
-
-@pytest.mark.parametrize("profile, value, refused", [
-    ("development", auth.DEFAULT_SECRET, False),
-    ("production", auth.DEFAULT_SECRET, True),
-    ("production", "short-secret", True),
-    ("production", "a-random-production-secret-of-40-characters", False),
-    ("staging", auth.DEFAULT_SECRET, True),
-    ("development", "", True),
-])
-def test_the_secret_must_be_safe_outside_development(profile, value, refused):
-    config = {"PROFILE": profile, "TOKEN_SECRET": value}
-    if refused:
-        with pytest.raises(auth.ConfigurationError, match="TOKEN_SECRET"):
-            auth.check_config(config)
-    else:
-        auth.check_config(config)
+# -- tokens: see test_security_token_units.py ----------------------------------
 
 
 # -- bodies -----------------------------------------------------------------

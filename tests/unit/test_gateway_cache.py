@@ -1,11 +1,12 @@
-"""The gateway's caches (gateway.cache) and its verified-token memory (gateway.auth)."""
+"""The gateway's caches (gateway.cache) and its verified-token memory (gateway.auth.Tokens)."""
 import time
 
 import eventlet
-import jwt
+import pytest
 
 from gateway import auth
 from gateway.cache import KnownBooks, PageCache
+from gateway.keys import KeySource
 
 
 class Clock:
@@ -94,30 +95,38 @@ def test_known_books_remembers_only_what_it_is_told():
     assert 1 in books and 2 in books and 3 not in books
 
 
-def _token(secret, **claims):
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    return KeySource(str(tmp_path_factory.mktemp("keys") / "token-keys.pem"), create=True)
+
+
+def _token(keys, **claims):
     now = int(time.time())
     base = {"sub": "alice", "role": "customer", "iat": now, "nbf": now, "exp": now + 60,
-            "iss": auth.ISSUER, "aud": auth.AUDIENCE}
-    return jwt.encode({**base, **claims}, secret, algorithm=auth.ALGORITHM)
+            "iss": auth.ISSUER, "aud": auth.AUDIENCE, "jti": "j-" + str(now)}
+    return auth.Tokens(keys).sign({**base, **claims})
 
 
-def test_a_remembered_token_still_expires():
-    config = {"TOKEN_SECRET": "s" * 40}
-    token = _token(config["TOKEN_SECRET"], exp=int(time.time()) + 1)
-    assert auth.user_from_token(config, token) == {"username": "alice", "role": "customer"}
-    assert auth.user_from_token(config, token) == {"username": "alice", "role": "customer"}
+def test_a_remembered_token_still_expires(keys):
+    tokens = auth.Tokens(keys)
+    token = _token(keys, exp=int(time.time()) + 1)
+    assert tokens.verify(token)["username"] == "alice"
+    assert tokens.verify(token)["username"] == "alice"
     time.sleep(2.1)
-    assert auth.user_from_token(config, token) is None
+    assert tokens.verify(token) is None
 
 
-def test_a_token_remembered_under_one_secret_is_refused_under_another():
-    token = _token("a" * 40)
-    assert auth.user_from_token({"TOKEN_SECRET": "a" * 40}, token) is not None
-    assert auth.user_from_token({"TOKEN_SECRET": "b" * 40}, token) is None
+def test_a_remembered_token_is_refused_once_denied(keys):
+    denied = set()
+    tokens = auth.Tokens(keys, denied)
+    token = _token(keys, jti="signed-out")
+    assert tokens.verify(token) is not None
+    denied.add("signed-out")
+    assert tokens.verify(token) is None
 
 
-def test_a_token_not_yet_valid_is_refused_and_not_remembered():
-    config = {"TOKEN_SECRET": "n" * 40}
-    token = _token(config["TOKEN_SECRET"], nbf=int(time.time()) + 60)
-    assert auth.user_from_token(config, token) is None
-    assert (config["TOKEN_SECRET"], token) not in auth._VERIFIED
+def test_a_token_not_yet_valid_is_refused_and_not_remembered(keys):
+    tokens = auth.Tokens(keys)
+    token = _token(keys, nbf=int(time.time()) + 60)
+    assert tokens.verify(token) is None
+    assert token not in tokens._verified

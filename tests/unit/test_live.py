@@ -1,15 +1,25 @@
 """The live MyPage hub and its tickets (gateway/live.py), without a broker."""
 import time
 
-import jwt
 import pytest
 
 from gateway import auth
 from gateway.http import Unauthorized
+from gateway.keys import KeySource
 from gateway.live import TICKET_TTL, Hub, change, stream
 
-CONFIG = {"TOKEN_SECRET": auth.DEFAULT_SECRET, "PROFILE": "development"}
 ALICE = {"username": "alice", "role": "customer"}
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory):
+    return auth.Tokens(KeySource(str(tmp_path_factory.mktemp("keys") / "token-keys.pem"), create=True))
+
+
+@pytest.fixture(scope="module")
+def other_tokens(tmp_path_factory):
+    """Another gateway's: its tickets mean nothing here."""
+    return auth.Tokens(KeySource(str(tmp_path_factory.mktemp("other") / "token-keys.pem"), create=True))
 
 
 def lines(chunks):
@@ -80,39 +90,38 @@ def test_a_closing_hub_refuses_new_streams():
 
 # -- tickets -------------------------------------------------------------------
 
-def test_a_ticket_names_its_customer_and_opens_one_stream_only():
+def test_a_ticket_names_its_customer_and_opens_one_stream_only(tokens):
     hub = Hub()
     until = int(time.time()) + 600
-    issued = hub.issue_ticket(CONFIG, ALICE, until)
+    issued = hub.issue_ticket(tokens, ALICE, until)
     assert issued["expires_in"] == TICKET_TTL == 30
-    assert hub.redeem_ticket(CONFIG, issued["ticket"]) == {"username": "alice", "role": "customer", "until": until}
+    assert hub.redeem_ticket(tokens, issued["ticket"]) == {"username": "alice", "role": "customer", "until": until}
     with pytest.raises(Unauthorized, match="used"):
-        hub.redeem_ticket(CONFIG, issued["ticket"])
+        hub.redeem_ticket(tokens, issued["ticket"])
 
 
-def test_a_ticket_is_not_a_bearer_token():
-    ticket = Hub().issue_ticket(CONFIG, ALICE, time.time() + 600)["ticket"]
-    assert auth.user_from_token(CONFIG, ticket) is None
+def test_a_ticket_is_not_a_bearer_token(tokens):
+    ticket = Hub().issue_ticket(tokens, ALICE, time.time() + 600)["ticket"]
+    assert tokens.verify(ticket) is None
 
 
 @pytest.mark.parametrize("make", [
-    pytest.param(lambda hub: "not-a-ticket", id="garbage"),
-    pytest.param(lambda hub: auth.issue_token(CONFIG, "alice", "customer")["access_token"], id="a bearer token"),
-    pytest.param(lambda hub: hub.issue_ticket(CONFIG, {"username": "courier", "role": "courier"}, time.time() + 60)["ticket"],
-                 id="not a customer"),
-    pytest.param(lambda hub: hub.issue_ticket(dict(CONFIG, TOKEN_SECRET="another-secret-another-secret-123"),
-                                              ALICE, time.time() + 60)["ticket"], id="another secret"),
+    pytest.param(lambda hub, tokens, other: "not-a-ticket", id="garbage"),
+    pytest.param(lambda hub, tokens, other: tokens.issue("alice", "customer", "s")[0], id="a bearer token"),
+    pytest.param(lambda hub, tokens, other: hub.issue_ticket(tokens, {"username": "courier", "role": "courier"},
+                                                             time.time() + 60)["ticket"], id="not a customer"),
+    pytest.param(lambda hub, tokens, other: hub.issue_ticket(other, ALICE, time.time() + 60)["ticket"],
+                 id="another key"),
 ])
-def test_only_a_ticket_this_gateway_signed_for_a_customer_is_accepted(make):
+def test_only_a_ticket_this_gateway_signed_for_a_customer_is_accepted(tokens, other_tokens, make):
     hub = Hub()
     with pytest.raises(Unauthorized):
-        hub.redeem_ticket(CONFIG, make(hub))
+        hub.redeem_ticket(tokens, make(hub, tokens, other_tokens))
 
 
-def test_an_expired_ticket_is_refused():
+def test_an_expired_ticket_is_refused(tokens):
     now = int(time.time())
-    ticket = jwt.encode({"sub": "alice", "role": "customer", "iat": now - 60, "exp": now - 30, "iss": auth.ISSUER,
-                         "aud": "bookrental-mypage-events", "jti": "x", "until": now + 600},
-                        CONFIG["TOKEN_SECRET"], algorithm=auth.ALGORITHM)
+    ticket = tokens.sign({"sub": "alice", "role": "customer", "iat": now - 60, "exp": now - 30, "iss": auth.ISSUER,
+                          "aud": "bookrental-mypage-events", "jti": "x", "until": now + 600})
     with pytest.raises(Unauthorized, match="expired"):
-        Hub().redeem_ticket(CONFIG, ticket)
+        Hub().redeem_ticket(tokens, ticket)
