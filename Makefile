@@ -6,6 +6,9 @@ NAMEKO := .venv/bin/nameko
 SERVICE ?=
 REPLICAS ?= 1
 export PYTHONWARNINGS := ignore
+# Every gateway replica counts rate limits and keeps the deny list of signed-out
+# tokens in this Redis (ops/redis.sh starts a local one when none answers).
+export REDIS_URL ?= redis://127.0.0.1:6379/0
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -18,13 +21,16 @@ deps: .venv/.installed ## Install the pinned Python packages into .venv
 broker: ## Make sure RabbitMQ (with its management plugin) is running
 	@ops/broker.sh
 
-up: deps broker ## Start every service in the background and wait until ready
+redis: ## Make sure Redis is running (rate limits and sign-outs shared by the gateway replicas)
+	@ops/redis.sh
+
+up: deps broker redis ## Start every service in the background and wait until ready
 	@$(PY) -m ops.run up
 
 down: deps ## Stop the services that make up started
 	@$(PY) -m ops.run down
 
-start: deps broker ## Start SERVICE=name [REPLICAS=n]; returns once consuming
+start: deps broker redis ## Start SERVICE=name [REPLICAS=n]; returns once consuming
 	@test -n "$(SERVICE)" || { echo "usage: make start SERVICE=name [REPLICAS=n]"; exit 2; }
 	@$(PY) -m ops.run start $(SERVICE) --replicas $(REPLICAS)
 
@@ -32,7 +38,7 @@ stop: deps ## Stop every replica of SERVICE=name; returns once exited
 	@test -n "$(SERVICE)" || { echo "usage: make stop SERVICE=name"; exit 2; }
 	@$(PY) -m ops.run stop $(SERVICE)
 
-rollout: deps broker ## Replace every replica of SERVICE=name, one at a time, with no failed request
+rollout: deps broker redis ## Replace every replica of SERVICE=name, one at a time, with no failed request
 	@test -n "$(SERVICE)" || { echo "usage: make rollout SERVICE=name"; exit 2; }
 	@$(PY) -m ops.run rollout $(SERVICE)
 
@@ -67,7 +73,7 @@ screenshots: ## Copy the README's screenshots, taken by the browser tests, into 
 promtool: deps ## Fetch promtool into .venv/bin (the alert rule tests use it; no Prometheus server is installed)
 	@ops/promtool.sh
 
-test: deps broker chromium axe promtool ## Run every test (unit, integration, end to end, browser)
+test: deps broker redis chromium axe promtool ## Run every test (unit, integration, end to end, browser)
 	@$(NAMEKO) test tests -q -p no:cacheprovider
 
 migrate: deps ## Migrate every SQL database in config.yml to the newest schema [SERVICE=name]
@@ -79,10 +85,10 @@ revision: deps ## Write the next migration of SERVICE=name from its models: MESS
 
 .PHONY: migrate revision
 
-test-fast: deps broker ## The inner loop: unit and integration tests only
+test-fast: deps broker redis ## The inner loop: unit and integration tests only
 	@$(NAMEKO) test tests/unit tests/integration -q -p no:cacheprovider
 
-.PHONY: help deps broker up down start stop status logs shell test test-fast chromium axe screenshots rollout metrics promtool mail
+.PHONY: help deps broker redis up down start stop status logs shell test test-fast chromium axe screenshots rollout metrics promtool mail
 
 docs: deps ## Regenerate docs/asyncapi.json, docs/events.md and README's event table from the schemas and contracts
 	@$(PY) -m common.asyncapi > docs/asyncapi.json.tmp && mv docs/asyncapi.json.tmp docs/asyncapi.json

@@ -13,8 +13,6 @@ BACKENDS = ("product", "reservation", "delivery", "mypage", "notification")
 # No limit is reached by the tests that use these: the rate-limit tests start
 # a gateway of their own with tight ones.
 LOOSE_LIMITS = {"RATE_LIMIT_ENABLED": "false"}
-# A token secret that the production profile accepts.
-STRONG_SECRET = "test-secret-" + "x" * 40
 
 
 @contextlib.contextmanager
@@ -42,8 +40,8 @@ def start_gateway_process(tmp_path, amqp_uri, **env):
     stdout and stderr together on ``process.stdout``."""
     process_env = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="ignore", AMQP_URI=amqp_uri,
                        GATEWAY_ADDRESS=f"127.0.0.1:{free_port()}",
-                       GATEWAY_DB_URI=f"sqlite:///{tmp_path}/gateway.db")
-    process_env.pop("TOKEN_SECRET", None)
+                       GATEWAY_DB_URI=f"sqlite:///{tmp_path}/gateway.db",
+                       TOKEN_KEYS=f"{tmp_path}/keys/token-keys.pem")
     process_env.pop("PROFILE", None)
     process_env.update(env)
     return subprocess.Popen(

@@ -1,5 +1,6 @@
 """The OpenAPI document (API9, inventory): valid OpenAPI 3, and it describes
-every route with its body, answers, errors, bearer scheme and roles."""
+every route with its body, answers, errors, security schemes (the OAuth 2
+password flow, and plain bearer) and roles."""
 import pytest
 from openapi_spec_validator import validate
 
@@ -34,6 +35,24 @@ def test_the_document_is_valid_openapi_3(document):
     assert document["openapi"].startswith("3.")
     assert document["components"]["securitySchemes"]["bearer"] == {
         "type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    oauth2 = document["components"]["securitySchemes"]["oauth2"]
+    assert oauth2["type"] == "oauth2"
+    assert oauth2["flows"] == {"password": {"tokenUrl": "/auth/token", "refreshUrl": "/auth/token", "scopes": {}}}
+
+
+def test_the_token_endpoint_takes_json_and_oauth2_form_requests(document):
+    operation = document["paths"]["/auth/token"]["post"]
+    content = operation["requestBody"]["content"]
+    assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/Credentials"}
+    grants = [_schema(document, ref) for ref in content["application/x-www-form-urlencoded"]["schema"]["oneOf"]]
+    assert [grant["properties"]["grant_type"]["enum"] for grant in grants] == [["password"], ["refresh_token"]]
+    assert sorted(grants[0]["required"]) == ["grant_type", "password", "username"]
+    assert sorted(grants[1]["required"]) == ["grant_type", "refresh_token"]
+    token = _schema(document, operation["responses"]["200"]["content"]["application/json"]["schema"])
+    assert set(token["required"]) == {"access_token", "token_type", "expires_in", "refresh_token"}
+    for status in ("400", "401"):
+        assert operation["responses"][status]["content"]["application/json"]["schema"] == {"anyOf": [
+            {"$ref": "#/components/schemas/Error"}, {"$ref": "#/components/schemas/OAuthError"}]}
 
 
 def test_every_route_is_described(document):
@@ -47,9 +66,9 @@ def test_each_operation_names_its_roles_answers_and_errors(document, route):
     operation = _operation(document, route)
     responses = operation["responses"]
     success = str(route.get("status", 200))
-    assert success in responses and responses[success].get("content"), route["name"]
+    assert success in responses and (responses[success].get("content") or success == "204"), route["name"]
     if route.get("roles"):
-        assert operation["security"] == [{"bearer": []}]
+        assert operation["security"] == [{"oauth2": []}, {"bearer": []}]
         assert operation["x-roles"] == sorted(route["roles"])
         assert "Roles: " + ", ".join(sorted(route["roles"])) in operation["description"]
         assert {"401", "403"} <= set(responses)
@@ -63,7 +82,7 @@ def test_each_operation_names_its_roles_answers_and_errors(document, route):
         assert "429" in responses
         assert "Retry-After" in _response(document, responses["429"])["headers"]
     for status, response in responses.items():
-        if status.startswith(("4", "5")):
+        if status.startswith(("4", "5")) and not (route.get("form") and status in ("400", "401")):
             content = _response(document, response)["content"]["application/json"]["schema"]
             assert content == {"$ref": "#/components/schemas/Error"}
 
