@@ -44,6 +44,21 @@ COMMON_PASSWORDS = frozenset({
     "abc12345", "abcd1234", "11111111", "00000000", "trustno1", "sunshine", "football",
     "baseball", "superman", "princess", "starwars", "whatever", "changeme", "librarian",
     "customer", "bookrental"})
+MIN_DISTINCT = 4  # characters: "aaaaaaaa" and "abababab" are too easy to guess
+
+
+def _any_case(word):
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+# The same rules as a JSON Schema pattern (ECMA 262 and Python alike), so the
+# OpenAPI document says which passwords sign-up accepts: not a common one in
+# any case, at least MIN_DISTINCT different characters (each counted at its
+# last occurrence). Only "nothing but the username" cannot be said there.
+NEW_PASSWORD_PATTERN = (
+    "^(?!(?:" + "|".join(_any_case(word) for word in sorted(COMMON_PASSWORDS)) + ")$)"
+    + "(?=(?:[\\s\\S]*?([\\s\\S])(?![\\s\\S]*?\\1)){%d})" % MIN_DISTINCT
+)
 
 
 class ConfigurationError(Exception):
@@ -91,7 +106,7 @@ def check_new_password(username, password):
     if len(password) < MIN_PASSWORD:
         problems.append(f"use at least {MIN_PASSWORD} characters")
     lowered = password.lower()
-    if _only_the_username(lowered, username.lower()) or lowered in COMMON_PASSWORDS or len(set(password)) < 4:
+    if _only_the_username(lowered, username.lower()) or lowered in COMMON_PASSWORDS or len(set(password)) < MIN_DISTINCT:
         problems.append("this password is too easy to guess")
     if problems:
         raise BadRequest("the password is too weak", password=problems)

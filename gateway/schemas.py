@@ -7,6 +7,8 @@ import re
 
 from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
 
+from gateway.auth import MIN_DISTINCT, MIN_PASSWORD, NEW_PASSWORD_PATTERN
+
 PRINTABLE = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="control characters are not allowed")
 
 
@@ -66,7 +68,14 @@ class Registration(Request):
     username = fields.String(required=True, validate=validate.Regexp(
         r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,31}$",
         error="2 to 32 letters, digits, '.', '_' or '-', starting with a letter or digit"))
-    password = fields.String(required=True, validate=validate.Length(min=1, max=256), load_only=True)
+    # The length is checked here; the other rules (gateway.auth.check_new_password)
+    # say why a password is too easy to guess, and the document gives them as a
+    # pattern, so that what it calls valid is accepted.
+    password = fields.String(required=True, load_only=True, validate=validate.Length(
+        min=MIN_PASSWORD, max=256, error=f"use {MIN_PASSWORD} to 256 characters"), metadata={
+            "pattern": NEW_PASSWORD_PATTERN,
+            "description": f"at least {MIN_PASSWORD} characters, {MIN_DISTINCT} of them different; not a common "
+                           "password; not the username dressed up with digits or punctuation"})
     email = email()
     address = address(allow_none=True)
 

@@ -345,3 +345,25 @@ def test_without_redis_the_deny_list_is_the_gateways_database(tmp_path_factory):
     with pair_of_gateways(tmp_path_factory, **env) as gateways:
         took = _signed_out_everywhere(gateways)
     print(f"deny list in the database: refused by replica 2 after {took:.2f}s")
+
+
+# -- the web app ----------------------------------------------------------------
+
+def test_the_web_app_signs_in_refreshes_before_expiry_and_signs_out(url):
+    pytest.importorskip("playwright")
+    if not os.path.exists(os.environ.get("CHROMIUM", "/usr/bin/chromium")):
+        pytest.skip("Chromium is not installed (make chromium)")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST")}
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "security", "session_walk.py"), url],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    first, on_time, before_call = seen["signed_in"], seen["refreshed_on_time"], seen["refreshed_before_a_call"]
+    assert jwt.get_unverified_header(first["token"])["alg"] == "RS256"
+    assert len({first["token"], on_time["token"], before_call["token"]}) == 3
+    # signing out ended the session on the gateway: its last tokens are refused
+    assert_refused(signed_in(url, before_call["token"]))
+    assert_oauth_error(refresh(url, before_call["refresh_token"]), "invalid_grant")
+    # and each refresh had used its refresh token up
+    for used in (first, on_time):
+        assert_oauth_error(refresh(url, used["refresh_token"]), "invalid_grant")

@@ -1,12 +1,21 @@
 // The HTTP API of SPEC §5, and the sign-in it needs.
 //
-// The bearer token is kept in sessionStorage: it survives a reload of the
-// tab, but not closing it, and no other tab or site sees it. It is never put
-// in a cookie (so no request can be forged with it from another site) nor in
-// a URL (so it never reaches a log or the history). The page's CSP allows
-// scripts from the gateway only, which keeps other scripts away from it.
+// Signing in (POST /auth/token, JSON) starts a session: the answer holds an
+// access token (a bearer JWT, good for an hour) and a refresh token (good
+// once). A minute before the access token expires, or when a call finds it
+// (nearly) expired, the refresh token is traded for a new pair (the OAuth 2
+// refresh grant, form-encoded); signing out (POST /auth/logout, app.js) ends
+// the session on the gateway, for every replica.
+//
+// The tokens are kept in sessionStorage: they survive a reload of the tab,
+// but not closing it, and no other tab or site sees them. They are never put
+// in a cookie (so no request can be forged with them from another site) nor
+// in a URL (so they never reach a log or the history). The page's CSP allows
+// scripts from the gateway only, which keeps other scripts away from them.
 
 const SESSION_KEY = "bookrental.session";
+const CLIENT_ID = "bookrental-web";
+const REFRESH_BEFORE_S = 60; // refresh this long before the access token expires
 
 export class ApiError extends Error {
   constructor(status, code, message, details = {}, retryAfter = null) {
@@ -27,39 +36,49 @@ function decodeClaims(token) {
   return JSON.parse(atob(base64));
 }
 
+function stored() {
+  try {
+    return JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
+  } catch {
+    return null;
+  }
+}
+
+let refreshTimer = null;
+
 export const session = {
+  /** The session, while its access token is good or it can be refreshed. */
   get() {
-    let saved = null;
-    try {
-      saved = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
-    } catch {
-      saved = null;
-    }
-    if (!saved || !saved.token || saved.expiresAt * 1000 <= Date.now()) return null;
+    const saved = stored();
+    if (!saved || !saved.token) return null;
+    if (saved.expiresAt * 1000 <= Date.now() && !saved.refreshToken) return null;
     return saved;
   },
   /** True when this tab keeps a sign-in, valid or not. */
   kept() {
     return sessionStorage.getItem(SESSION_KEY) !== null;
   },
-  /** True when a sign-in was kept in this tab but has run out. */
+  /** True when a sign-in was kept in this tab but has run out (and cannot be refreshed). */
   expired() {
     return this.kept() && this.get() === null;
   },
-  /** Keep a token from POST /auth/token; who and what role are read from it
-   *  for display only: the gateway checks them on every call. */
+  /** Keep the tokens of POST /auth/token; who and what role are read from
+   *  the access token for display only: the gateway checks them on every call. */
   set(tokenResponse) {
     const claims = decodeClaims(tokenResponse.access_token);
     const saved = {
       token: tokenResponse.access_token,
+      refreshToken: tokenResponse.refresh_token || null,
       username: claims.sub,
       role: claims.role,
       expiresAt: claims.exp || Math.floor(Date.now() / 1000) + (tokenResponse.expires_in || 0),
     };
     sessionStorage.setItem(SESSION_KEY, JSON.stringify(saved));
+    scheduleRefresh(saved);
     return saved;
   },
   clear() {
+    clearTimeout(refreshTimer);
     sessionStorage.removeItem(SESSION_KEY);
   },
 };
@@ -136,6 +155,83 @@ export function fieldErrors(details) {
   return out;
 }
 
+// -- the OAuth 2 token endpoint ----------------------------------------------
+
+/** POST /auth/token with a form (RFC 6749): the token answer, or an ApiError
+ *  whose code is the OAuth 2 error ("invalid_grant": a refresh token that is
+ *  no longer good). */
+async function tokenRequest(params) {
+  let response;
+  try {
+    response = await fetch("/auth/token", {
+      method: "POST",
+      headers: { Accept: "application/json", "Content-Type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ ...params, client_id: CLIENT_ID }).toString(),
+      cache: "no-store",
+      credentials: "omit",
+      redirect: "error",
+    });
+  } catch {
+    throw new ApiError(0, "network", describe(0));
+  }
+  const payload = await response.json().catch(() => null);
+  if (response.ok && payload) return payload;
+  const retryAfter = response.headers.get("Retry-After");
+  if (payload && typeof payload.error === "string") {
+    const message = sentence(payload.error_description) || describe(response.status);
+    throw new ApiError(response.status, payload.error, message, {}, retryAfter);
+  }
+  const error = (payload && payload.error) || {};
+  throw new ApiError(response.status, error.code || "error", describe(response.status, error.message, retryAfter),
+    error.details, retryAfter);
+}
+
+let refreshing = null;
+
+/** Trade the refresh token for a new pair (once at a time); the session, or
+ *  null when it has ended (the person is told, and signed out). */
+function refreshSession() {
+  if (!refreshing) {
+    const saved = stored();
+    refreshing = (async () => {
+      if (!saved || !saved.refreshToken) return null;
+      try {
+        return session.set(await tokenRequest({ grant_type: "refresh_token", refresh_token: saved.refreshToken }));
+      } catch (error) {
+        if (error.code === "invalid_grant") {
+          session.clear();
+          onSignedOut("Your session has ended. Please sign in again.");
+          return null;
+        }
+        return stored(); // the network or the gateway failed: keep what we have, try again later
+      }
+    })().finally(() => {
+      refreshing = null;
+    });
+  }
+  return refreshing;
+}
+
+function scheduleRefresh(saved) {
+  clearTimeout(refreshTimer);
+  if (!saved || !saved.refreshToken) return;
+  const inMs = Math.max(5, saved.expiresAt - REFRESH_BEFORE_S - Date.now() / 1000) * 1000;
+  refreshTimer = setTimeout(async () => {
+    const now = await refreshSession();
+    if (now && now.token === saved.token) refreshTimer = setTimeout(() => scheduleRefresh(stored()), 15000);
+  }, Math.min(inMs, 2 ** 31 - 1));
+}
+
+/** The session with an access token good for a while yet, refreshed if need be. */
+async function freshSession() {
+  const saved = session.get();
+  if (!saved) return null;
+  if (saved.expiresAt - Date.now() / 1000 > 30) return saved;
+  return refreshSession();
+}
+
+scheduleRefresh(stored()); // a reloaded tab keeps refreshing its session
+
 // -- calls ------------------------------------------------------------------
 
 /**
@@ -145,7 +241,7 @@ export function fieldErrors(details) {
 export async function request(method, path, { body, headers = {}, auth = true } = {}) {
   const sending = { Accept: "application/json", ...headers };
   if (body !== undefined) sending["Content-Type"] = "application/json";
-  const current = session.get();
+  const current = auth ? await freshSession() : null;
   const signedIn = auth && session.kept(); // even if it has expired
   if (auth && current) sending.Authorization = `Bearer ${current.token}`;
   let response;

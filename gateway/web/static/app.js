@@ -73,11 +73,13 @@ function renderChrome(active) {
   document.getElementById("who-role").textContent = saved ? saved.role : "";
 }
 
-/** Sign out by the clock when the token runs out, rather than at the next click. */
+/** Sign out by the clock when the token runs out, rather than at the next click.
+ *  A session with a refresh token is kept alive by api.js instead, and signed
+ *  out (whenSignedOut) only when the gateway no longer takes it. */
 function watchExpiry() {
   clearTimeout(expiryTimer);
   const saved = session.get();
-  if (!saved) return;
+  if (!saved || saved.refreshToken) return;
   const left = saved.expiresAt * 1000 - Date.now();
   if (left < 2 ** 31) expiryTimer = setTimeout(() => signOut(EXPIRED, true), Math.max(0, left));
 }
