@@ -5,7 +5,7 @@ set -eu
 
 dir="$(cd "$(dirname "$0")" && pwd)/secrets"
 names="rabbitmq_password postgres_password product_db_password reservation_db_password
-delivery_db_password mypage_db_password notification_db_password gateway_db_password token_secret
+delivery_db_password mypage_db_password notification_db_password gateway_db_password
 redis_password"
 
 random_value() {
@@ -28,3 +28,14 @@ for name in $names; do
         echo "created $file"
     fi
 done
+
+# The gateway's token signing key (RSA, PEM): rotate it later with
+# python -m gateway.keys --keys deploy/secrets/token_keys rotate.
+file="$dir/token_keys"
+if [ -s "$file" ]; then
+    echo "kept    $file"
+else
+    (umask 077 && openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$file" 2>/dev/null)
+    chmod 644 "$file"  # read by the container's user, which differs from yours
+    echo "created $file"
+fi

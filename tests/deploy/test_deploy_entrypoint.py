@@ -26,9 +26,9 @@ def secret(tmp_path):
 
 
 def test_a_file_variable_becomes_the_setting(secret):
-    env = {"TOKEN_SECRET_FILE": secret("token", "s3cret-value\n"), "OTHER": "x", "NAMEKO_CONFIG": CONFIG}
+    env = {"GATEWAY_DB_URI_FILE": secret("uri", "s3cret-value\n"), "OTHER": "x", "NAMEKO_CONFIG": CONFIG}
     entrypoint.prepare(["true"], env)
-    assert env == {"TOKEN_SECRET": "s3cret-value", "OTHER": "x", "NAMEKO_CONFIG": CONFIG}
+    assert env == {"GATEWAY_DB_URI": "s3cret-value", "OTHER": "x", "NAMEKO_CONFIG": CONFIG}
 
 
 def test_other_file_variables_are_left_alone(secret):
@@ -75,10 +75,10 @@ def test_an_empty_secret_file_stops_the_container(secret):
 
 
 def test_placeholders_are_refused_outside_development():
-    env = {"PROFILE": "production", "TOKEN_SECRET": "REPLACE_ME-with-32-or-more-random-characters"}
-    with pytest.raises(entrypoint.SetupError, match="TOKEN_SECRET"):
+    env = {"PROFILE": "production", "REDIS_URL": "redis://:REPLACE_ME@REPLACE_ME.redis.host:6379/0"}
+    with pytest.raises(entrypoint.SetupError, match="REDIS_URL"):
         entrypoint.prepare(["true"], env)
-    entrypoint.prepare(["true"], {"PROFILE": "development", "TOKEN_SECRET": "REPLACE_ME"})
+    entrypoint.prepare(["true"], {"PROFILE": "development", "REDIS_URL": "REPLACE_ME"})
 
 
 def test_without_a_command_it_runs_the_service_class():
