@@ -21,9 +21,10 @@ class Authority(SharedExtension):
         config = self.container.config
         source = auth.key_source(config)
         redis_url = str(config.get("REDIS_URL") or "").strip()
+        self.redis = None
         if redis_url:
-            client = redis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
-            store = RedisDenied(client, redis_prefix(config))
+            self.redis = redis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
+            store = RedisDenied(self.redis, redis_prefix(config))
         else:
             uri = config["DB_URIS"]["gateway:Base"]
             store = SqlDenied(engine_for(uri, write=True), engine_for(uri, write=False))

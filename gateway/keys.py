@@ -118,11 +118,18 @@ def load(path):
 
 
 def write(path, ring):
-    """Replace the file at once (a reader sees the old ring or the new one)."""
+    """Replace the file at once (a reader sees the old ring or the new one).
+    A new file is the owner's alone (0600); a file that exists keeps its
+    mode (a compose secret is made readable by the container's user)."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, mode=0o700, exist_ok=True)
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o600
     temporary = f"{path}.{os.getpid()}.tmp"
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, mode)
     with os.fdopen(descriptor, "wb") as handle:
         for key in ring.keys:
             handle.write(key.pem())

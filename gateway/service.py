@@ -380,8 +380,11 @@ class GatewayService:
     def ready(self, request):
         """200 when the broker and the database are reachable, else 503. The
         backends' own health is reported, and does not make this fail: a
-        service that is down delays its work, it does not stop the gateway."""
+        service that is down delays its work, it does not stop the gateway.
+        Nor does Redis (the shared rate limits and sign-outs), when there is one."""
         checks = {"broker": self._check(self._ping_broker), "database": self._check(self.store.ping)}
+        if self.authority.redis is not None:
+            checks["redis"] = self._check(self.authority.redis.ping)
         pool = eventlet.GreenPool()
         for name, result in zip(BACKENDS, pool.imap(self._backend_health, BACKENDS)):
             checks[name] = result

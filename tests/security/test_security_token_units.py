@@ -103,6 +103,14 @@ def test_rotation_appends_a_signing_key_and_removal_drops_an_old_one(tmp_path):
     assert [key.kid for key in keys.remove(path, old).keys] == [new]
 
 
+def test_rotation_keeps_the_mode_of_a_key_file_made_elsewhere(tmp_path):
+    path = str(tmp_path / "token_keys")  # e.g. deploy/secrets/token_keys, 0644 for the container's user
+    keys.ensure(path)
+    os.chmod(path, 0o644)
+    keys.rotate(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+
+
 def test_the_jwk_set_holds_public_keys_only(ring):
     for jwk in ring.jwks()["keys"]:
         assert set(jwk) == {"kty", "use", "alg", "kid", "n", "e"}
