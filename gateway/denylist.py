@@ -46,6 +46,10 @@ class RedisDenied:
         pipe = self.client.pipeline()
         pipe.zadd(self.key, {jti: float(expires_at) for jti, expires_at in entries})
         pipe.zremrangebyscore(self.key, "-inf", now)
+        # The set goes when its last token expires (NX: a first expiry; GT: only ever later).
+        ttl = max(1, int(max(expiry for _, expiry in entries) - now) + 1)
+        pipe.expire(self.key, ttl, nx=True)
+        pipe.expire(self.key, ttl, gt=True)
         pipe.execute()
 
     def live(self, now):

@@ -125,8 +125,9 @@ class GatewayService:
     def issue_token(self, request, body, form, user):
         """Sign in, or refresh a session. The answer: an access token (a JWT
         signed with RS256, good for `expires_in` seconds) and a refresh token
-        (good once, for a new pair before the access token expires). JSON `{"username", "password"}` answers errors in this API's form;
-        a form-encoded body is an OAuth 2 token request (RFC 6749 §4.3 and
+        (good once, for a new pair before the access token expires). JSON
+        `{"username", "password"}` answers errors in this API's form; a
+        form-encoded body is an OAuth 2 token request (RFC 6749 §4.3 and
         §6: `grant_type=password` with `username` and `password`, or
         `grant_type=refresh_token` with `refresh_token`) answered in RFC 6749
         §5.2's form. A refresh token used twice ends its session."""
@@ -160,8 +161,8 @@ class GatewayService:
         return response
 
     def _sign_in(self, username, password, client_id, failure):
-        with self.store.reading() as session:
-            account = models.find(session, username)
+        with self.store.reading() as db:
+            account = models.find(db, username)
             if not auth.verify(account, password):
                 raise failure
             username, role = account.username, account.role
@@ -193,7 +194,7 @@ class GatewayService:
                 failure = error  # the transaction commits what the failure revoked
         if failure is not None:
             if failure.revoked:
-                log.warning("a refresh token was used twice; its session is revoked")
+                log.warning("session revoked: %s", failure.message)
                 try:
                     self.authority.deny_list.deny(failure.revoked)
                 except Exception:

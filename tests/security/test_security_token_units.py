@@ -21,7 +21,7 @@ from werkzeug.wrappers import Request
 
 from common.errors import Unavailable
 from gateway import auth, keys, models, schemas, sessions
-from gateway.denylist import DenyList, SqlDenied
+from gateway.denylist import DenyList, RedisDenied, SqlDenied
 from gateway.http import OAuthError, form_grant
 
 
@@ -369,6 +369,25 @@ def test_the_deny_list_in_the_gateways_database(tmp_path):
     assert store.live(160.0) == {"j1": 200.0}
     store.add([("j3", 300.0)], 160.0)  # and the expired are deleted
     assert set(store.live(0.0)) == {"j1", "j3"}
+
+
+def test_the_deny_list_in_redis_lives_as_long_as_its_last_token():
+    import redis
+
+    client = redis.Redis.from_url(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0", socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError:
+        pytest.skip("no Redis at REDIS_URL (make redis)")
+    store = RedisDenied(client, f"bookrental-unit-{os.getpid()}-{time.time_ns()}")
+    try:
+        store.add([("j1", 200.0), ("j2", 150.0)], 100.0)
+        assert store.live(160.0) == {"j1": 200.0}
+        assert 0 < client.ttl(store.key) <= 101
+        store.add([("j3", 1000.0)], 100.0)
+        assert set(store.live(0.0)) == {"j1", "j2", "j3"} and client.ttl(store.key) > 800
+    finally:
+        client.delete(store.key)
 
 
 # -- the OAuth 2 token request ---------------------------------------------------
