@@ -79,6 +79,20 @@ class SqlDenied:
             return dict(connection.execute(select(table.c.jti, table.c.expires_at).where(table.c.expires_at >= now)).all())
 
 
+class MemoryDenied:
+    """The list in this process only: for a process with no shared store."""
+
+    def __init__(self):
+        self.entries = {}
+
+    def add(self, entries, now):
+        self.entries = {jti: expiry for jti, expiry in self.entries.items() if expiry >= now}
+        self.entries.update(entries)
+
+    def live(self, now):
+        return {jti: expiry for jti, expiry in self.entries.items() if expiry >= now}
+
+
 class DenyList:
     """What one replica knows of the shared list; ``jti in deny_list``."""
 

@@ -380,7 +380,7 @@ class Api(HttpRequestHandler):
         if self.limit in ("login", "signup"):
             self._take("password", address, "too many sign-ins and sign-ups from your address")
         kwargs = dict(request.path_values)
-        user = self.authority.tokens.from_request(request)
+        user = self.authority.user_of(request)
         if limited and user is not None:
             self._take("account", user["username"], "too many requests for your account")
         if self.roles is not None:

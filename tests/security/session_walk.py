@@ -1,6 +1,6 @@
 """The web app's session in Chromium, as a plain-Python child process
 (``nameko test`` patches its own process with eventlet, which Playwright
-does not survive): sign in with the OAuth 2 password grant, refresh before
+does not survive): sign in, refresh with the OAuth 2 refresh grant before
 the access token expires (on a timer, and before a call), sign out. Prints
 one JSON line: the tokens it saw, for test_security_oauth.py to check
 against the gateway.
