@@ -1,15 +1,15 @@
 """The gateway's sessions: refresh tokens (stored as hashes) and the deny
 list of signed-out access tokens (when it is not kept in Redis).
 
-Revision ID: 0002_refresh_tokens
-Revises: 0001
+Revision ID: 0003_refresh_tokens
+Revises: 0002_contact
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0002_refresh_tokens'
-down_revision = '0001'
+revision = '0003_refresh_tokens'
+down_revision = '0002_contact'
 branch_labels = None
 depends_on = None
 
