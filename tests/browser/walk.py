@@ -493,7 +493,8 @@ def errors(walk, params):
     """An expired sign-in (by the clock, or refused by the gateway) returns
     to the sign-in page, says so, and signing in again goes back to the page
     the person was on; a 409 is said in words."""
-    # Run out by the clock: the next step goes to the sign-in page.
+    # Run out by the clock: the next step goes to the sign-in page. (A session
+    # with a refresh token is refreshed instead, so this one has none left.)
     alice = walk.open("alice")
     walk.sign_in(alice, "alice")
     walk.goto(alice, "mypage")
@@ -501,6 +502,7 @@ def errors(walk, params):
     alice.evaluate("""() => {
         const saved = JSON.parse(sessionStorage.getItem("bookrental.session"));
         saved.expiresAt = Math.floor(Date.now() / 1000) - 5;
+        saved.refreshToken = null;
         sessionStorage.setItem("bookrental.session", JSON.stringify(saved));
     }""")
     alice.click("#nav a[href='#/catalogue']")

@@ -200,7 +200,7 @@ function refreshSession() {
       } catch (error) {
         if (error.code === "invalid_grant") {
           session.clear();
-          onSignedOut("Your session has ended. Please sign in again.");
+          onSignedOut("Your sign-in has expired. Please sign in again.");
           return null;
         }
         return stored(); // the network or the gateway failed: keep what we have, try again later
