@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -34,7 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from oauthlib.oauth2 import LegacyApplicationClient
 from requests_oauthlib import OAuth2Session
 
-from helpers import eventually
+from helpers import eventually, free_port
 from ops.run import ROOT
 from security_support import running
 
@@ -66,8 +67,22 @@ class Pair:
         return result.stdout
 
 
+def two_free_ports():
+    """A port p with p+1 free too: replica n listens on p + n - 1 (SPEC §6)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two free ports side by side")
+
+
 @contextlib.contextmanager
 def pair_of_gateways(tmp_path_factory, **env):
+    env.setdefault("GATEWAY_ADDRESS", f"127.0.0.1:{two_free_ports()}")
     with running(tmp_path_factory, **env) as cluster:
         cluster.start("gateway", replicas=2, timeout=60)
         yield Pair(cluster)
