@@ -27,19 +27,29 @@ A backend service serves them on ``METRICS_PORT`` (``[address:]port``; 0 or
 empty is off: the default for a developer's processes, which ``ops/run.py``
 gives a free port each). The gateway serves them on its own HTTP port, at
 ``GET /metrics`` (``gateway/http.py``).
+
+The same server answers ``GET /health/live`` with ``{"status": "ok", "pid":
+...}``, without reading anything: the liveness check of the supervised local
+run (``ops/liveness.py``). It is served by this process's own green threads,
+so a process that is stopped (SIGSTOP) or wedged does not answer it.
 """
+import json
 import logging
+import os
 import re
+import threading
 import time
 import weakref
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from nameko.events import EventHandler
 from nameko.extensions import DependencyProvider
 from nameko.rpc import Rpc
 from nameko.timer import Timer
 from nameko.web.handlers import HttpRequestHandler
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from common import errors
 
@@ -110,6 +120,31 @@ def parse_address(value, default_host="0.0.0.0"):
     return (host or default_host), number
 
 
+LIVE_PATH = "/health/live"
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # scrapes and probes are not news
+        pass
+
+
+def serve(port, host):
+    """The process's metrics (at any path, as prometheus-client serves them)
+    and ``GET /health/live``, from a thread of their own; returns the server."""
+    metrics = make_wsgi_app()
+
+    def app(environ, start_response):
+        if environ.get("PATH_INFO") == LIVE_PATH:
+            body = json.dumps({"status": "ok", "pid": os.getpid()}).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        return metrics(environ, start_response)
+
+    server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 class Metrics(DependencyProvider):
     """Times every worker of the service and serves the process's metrics.
 
@@ -129,7 +164,7 @@ class Metrics(DependencyProvider):
         host, port = self.address
         if self.serve and port:
             try:
-                self.server, _ = start_http_server(port, host)
+                self.server = serve(port, host)
                 log.info("metrics served on http://%s:%d/metrics", host, port, extra={"metrics_port": port})
             except OSError as error:  # a second replica on the same port: keep working, say so
                 log.error("metrics not served: %s:%d: %s", host, port, error)

@@ -1,5 +1,7 @@
 """common.metrics in-process: the worker timings and outcomes, the port it
 serves on, and the values it reads when scraped."""
+import os
+
 import pytest
 import requests
 from nameko.standalone.rpc import ClusterRpcProxy
@@ -105,3 +107,14 @@ def test_no_port_no_server_and_a_taken_port_does_not_stop_the_service(container_
     with ClusterRpcProxy(rabbit_config) as cluster:
         assert cluster.measured.fine() == "ok"
     assert next(ext for ext in second.dependencies if isinstance(ext, Metrics)).server is None
+
+
+def test_the_metrics_port_answers_the_liveness_check_with_its_pid(container_factory, rabbit_config):
+    port = free_port()
+    container = container_factory(Measured, {**rabbit_config, "METRICS_PORT": f"127.0.0.1:{port}"})
+    container.start()
+    answer = requests.get(f"http://127.0.0.1:{port}/health/live", timeout=5)
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "ok", "pid": os.getpid()}
+    assert "bookrental_worker_calls_total" in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    container.stop()
