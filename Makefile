@@ -24,10 +24,10 @@ broker: ## Make sure RabbitMQ (with its management plugin) is running
 redis: ## Make sure Redis is running (rate limits and sign-outs shared by the gateway replicas)
 	@ops/redis.sh
 
-up: deps broker redis ## Start every service in the background and wait until ready
+up: deps broker redis ## Start every service, supervised, in the background and wait until ready (again: keeps what runs)
 	@$(PY) -m ops.run up
 
-down: deps ## Stop the services that make up started
+down: deps ## Stop every process make up/start started (services, supervisor), and say which
 	@$(PY) -m ops.run down
 
 start: deps broker redis ## Start SERVICE=name [REPLICAS=n]; returns once consuming
@@ -45,14 +45,14 @@ rollout: deps broker redis ## Replace every replica of SERVICE=name, one at a ti
 metrics: deps ## List the running processes' Prometheus metrics URLs
 	@$(PY) -m ops.run metrics $(SERVICE)
 
-status: deps ## Show the running replicas
+status: deps ## Every process: replica, pid, state, uptime, restarts, liveness
 	@$(PY) -m ops.run status
 
 mail: deps ## Show the last mails the development mail catcher caught (LIMIT=n; 0: all); make up starts it when SMTP_HOST is not set
-	@$(PY) -m ops.mailcatcher show $(if $(LIMIT),--limit $(LIMIT))
+	@$(PY) -m ops.mailcatcher show --dir "$${MAIL_DIR:-$${BOOKRENTAL_VAR:-var}/mail}" $(if $(LIMIT),--limit $(LIMIT))
 
 logs: ## Follow every service's log
-	@tail -F var/log/*.log
+	@tail -F $${BOOKRENTAL_VAR:-var}/log/*.log
 
 shell: deps ## Open a nameko shell on the running system (n.rpc.reservation...)
 	@$(NAMEKO) shell --config config.yml

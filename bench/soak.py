@@ -3,7 +3,7 @@
 For ``--minutes`` minutes, customers reserve, cancel and return books, a
 courier ships and delivers, a librarian restocks, all through the HTTP API,
 while a chaos thread kills a random backend service with SIGKILL every few
-seconds and starts it again a little later. Then the load stops, every
+seconds, and the supervisor starts it again (ops/supervision.py). Then the load stops, every
 service is started, the system is given time to settle, and the audit
 (bench/audit.py) looks for anything lost or done twice.
 
@@ -151,7 +151,7 @@ class Worker(threading.Thread):
 
 
 def chaos(cluster, stats, until, rng, log):
-    """Kill -9 a random backend now and then; start it again shortly after."""
+    """Kill -9 a random backend now and then; the supervisor starts it again."""
     while True:
         time.sleep(rng.uniform(8, 20))
         if time.time() >= until:
@@ -159,13 +159,12 @@ def chaos(cluster, stats, until, rng, log):
         victim = rng.choice(BACKENDS)
         cluster.kill(victim)
         stats.kills[victim] += 1
-        down = rng.uniform(0.5, 5)
-        log(f"killed {victim} (-9); starting it again in {down:.1f}s")
-        time.sleep(down)
+        killed = time.time()
         try:
-            cluster.start(victim, timeout=60)
+            cluster.wait_consuming(victim, 1, timeout=60)
+            log(f"killed {victim} (-9); the supervisor had it consuming again {time.time() - killed:.1f}s later")
         except Exception as error:  # reported, and started again at the end
-            log(f"{victim} did not start: {error}")
+            log(f"killed {victim} (-9); it did not come back: {error}")
 
 
 def settle(cluster, library, books, stats, customers, timeout):
