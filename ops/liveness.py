@@ -40,7 +40,10 @@ from ops import state
 
 TIMEOUT = 5
 THRESHOLD = 3
-STARTUP = 60
+# A process that has not yet passed a check is starting (importing, migrating,
+# connecting): slow on a busy machine (over a minute has been seen on 2 shared
+# cores), so as long as Kubernetes' startup probe gives a backend (36 x 5 s).
+STARTUP = 180
 LISTENER = "liveness"  # its own name in supervisord.conf
 
 

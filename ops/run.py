@@ -215,7 +215,7 @@ class Cluster:
 
     # -- start and stop -------------------------------------------------
 
-    def start(self, service, replicas=1, timeout=60, restart=True):
+    def start(self, service, replicas=1, timeout=120, restart=True):
         """Run ``replicas`` replicas of ``service`` (starting the missing
         ones, stopping any beyond); returns once they all consume. When they
         do not, stops what it started and raises ``StartFailed``."""
@@ -290,7 +290,7 @@ class Cluster:
     def _gateway_port(self, replica):
         return int(self.gateway_url.rsplit(":", 1)[1]) + replica - 1
 
-    def wait_consuming(self, service, replicas, timeout=60):
+    def wait_consuming(self, service, replicas, timeout=120):
         """Until ``replicas`` replicas of ``service`` consume (the gateway:
         answer ``/health/live``). Raises ``StartFailed`` as soon as one
         exits, or is restarted, on the way."""
@@ -399,7 +399,7 @@ class Cluster:
             os.kill(pid, signal.SIGSTOP)
         return pids
 
-    def rollout(self, service, timeout=60):
+    def rollout(self, service, timeout=120):
         """Replace every replica of ``service``, one at a time, with no pause
         in service: start the new process, wait until it consumes (the
         gateway: until it listens on the port, beside the old one), then stop
@@ -448,7 +448,7 @@ class Cluster:
             time.sleep(0.1)
         return False
 
-    def up(self, timeout=90):
+    def up(self, timeout=180):
         """Every service running and the gateway ready. Keeps what runs,
         starts what is missing; when that fails, stops what it started
         (the supervisor too, if it started it) and raises, saying why."""
@@ -501,7 +501,7 @@ class Cluster:
         with concurrent.futures.ThreadPoolExecutor(len(services)) as pool:
             list(pool.map(action, services))
 
-    def wait_ready(self, timeout=90):
+    def wait_ready(self, timeout=180):
         deadline = time.time() + timeout
         while time.time() < deadline:
             if _http_ok(self.gateway_url + "/health/ready"):
