@@ -50,7 +50,7 @@ def running_system(state_dir, env=None, amqp_uri=None):
         })
         cluster.amqp_uri = amqp_uri
         try:
-            cluster.up(timeout=90)
+            cluster.up(timeout=180)  # every service starts at once: slow on a busy machine
             yield cluster
         finally:
             cluster.down()
