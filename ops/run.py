@@ -118,16 +118,18 @@ class Cluster:
     - ``kill(service)`` (and ``hang(service)``): a crash (SIGKILL) or a hung
       process (SIGSTOP). The supervisor heals it: started again at once after
       a crash, killed and started again after three failed liveness checks.
-      A process started with ``start(..., restart=False)`` is not started
-      again (the fault tests that need a crash to stay a crash).
+      A process started with ``start(..., restart=False)``, or by a cluster
+      made with ``heal=False``, is not started again (the fault tests that
+      need a crash to stay a crash).
     """
 
-    def __init__(self, state_dir=None, env=None, python=sys.executable):
+    def __init__(self, state_dir=None, env=None, python=sys.executable, heal=True):
         self.layout = state.Layout(state_dir or os.environ.get("BOOKRENTAL_VAR") or os.path.join(ROOT, "var"))
         self.layout.make()
         self.state_dir = self.layout.state_dir
         self.env = dict(env or {})
         self.python = python
+        self.heal = heal  # the default of start()'s restart
         self.supervisor = Supervisor(self.layout, python)
         self.mail_dir = os.path.join(self.state_dir, "mail")
         self.mail_catcher_port = None
@@ -215,10 +217,13 @@ class Cluster:
 
     # -- start and stop -------------------------------------------------
 
-    def start(self, service, replicas=1, timeout=120, restart=True):
+    def start(self, service, replicas=1, timeout=120, restart=None):
         """Run ``replicas`` replicas of ``service`` (starting the missing
         ones, stopping any beyond); returns once they all consume. When they
-        do not, stops what it started and raises ``StartFailed``."""
+        do not, stops what it started and raises ``StartFailed``.
+        ``restart``: started again by the supervisor when it dies (by
+        default, unless this cluster was made with ``heal=False``)."""
+        restart = self.heal if restart is None else restart
         started = []
         try:
             with state.locked(self.layout.lock):

@@ -33,15 +33,16 @@ def throwaway_vhost(prefix="bookrental-test"):
 
 
 @contextlib.contextmanager
-def running_system(state_dir, env=None, amqp_uri=None):
+def running_system(state_dir, env=None, amqp_uri=None, heal=True):
     """The five services as processes on a vhost, databases and port of their
     own, with ``env`` (database URIs, timeouts...) on top of the defaults.
     ``amqp_uri``: a broker of the test's own (tests/rabbit_node.py) instead
-    of a throwaway vhost on the shared one."""
+    of a throwaway vhost on the shared one. ``heal=False``: a process that
+    dies stays dead until the test starts it (the supervisor leaves it)."""
     from ops.run import Cluster
 
     with (contextlib.nullcontext(amqp_uri) if amqp_uri else throwaway_vhost()) as amqp_uri:
-        cluster = Cluster(state_dir=str(state_dir), python=sys.executable, env={
+        cluster = Cluster(state_dir=str(state_dir), python=sys.executable, heal=heal, env={
             "AMQP_URI": amqp_uri,
             "GATEWAY_ADDRESS": f"127.0.0.1:{free_port()}",
             "CANCEL_TIMEOUT": "2",

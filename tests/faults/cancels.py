@@ -20,7 +20,9 @@ RPC_TIMEOUT = 5.0  # the gateway's (config.yml)
 @contextlib.contextmanager
 def gated_system(state, env=None, amqp_uri=None):
     """``running_system`` with the cancel's fault points on ``gate`` (files in
-    ``cluster.gates``) and the cancel recovery every second."""
+    ``cluster.gates``) and the cancel recovery every second. A process that
+    crashes stays down until the test starts it again: each window is
+    looked at while it is open."""
     gates = state / "gates"
     gates.mkdir()
     env = {
@@ -33,7 +35,7 @@ def gated_system(state, env=None, amqp_uri=None):
         "CIRCUIT_FAIL_MAX": "1000",
         **(env or {}),
     }
-    with running_system(state, env, amqp_uri=amqp_uri) as cluster:
+    with running_system(state, env, amqp_uri=amqp_uri, heal=False) as cluster:
         cluster.gates = str(gates)
         yield cluster
 
