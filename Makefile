@@ -106,6 +106,16 @@ soak: deps broker ## Load + random kill -9 of services for MINUTES=n (default 5)
 
 .PHONY: dlq soak
 
+events: deps ## Print every event of reservation ID=<id>, in order, from the event log [SINCE=6h or an ISO time]
+	@test -n "$(ID)" || { echo "usage: make events ID=<reservation id> [SINCE=6h]"; exit 2; }
+	@$(PY) -m ops.events "$(ID)" $(if $(SINCE),--since "$(SINCE)")
+
+replay: deps ## Rebuild SERVICE=mypage|notification's store from the event log, while the system runs [PARTIAL=1]
+	@test -n "$(SERVICE)" || { echo "usage: make replay SERVICE=mypage|notification"; exit 2; }
+	@$(PY) -m ops.replay $(SERVICE) $(if $(PARTIAL),--partial)
+
+.PHONY: events replay
+
 bench: deps broker ## Benchmark against bare Nameko measured in the same run (DURATION=20 REPLICAS=1 MAX_WORKERS=10); SWEEP=1 for replicas x pool sizes
 	@DURATION=$(or $(DURATION),20) REPLICAS=$(REPLICAS) $(PY) -m bench.run $(if $(SWEEP),--sweep)
 

@@ -4,6 +4,7 @@ import socket
 import time
 
 from common.correlation import Correlation
+from common.eventlog import EventLog
 from common.metrics import Metrics
 from common.rpc import circuits, rpc
 
@@ -11,14 +12,15 @@ STARTED = time.time()
 
 
 class ServiceBase:
-    """Gives a service its correlation id, its metrics (``common.metrics``)
-    and a ``health`` RPC.
+    """Gives a service its correlation id, its metrics (``common.metrics``),
+    the event log's declaration (``common.eventlog``) and a ``health`` RPC.
 
     A subclass declares ``name`` and a ``store`` (a ``common.store.Store``).
     """
 
     correlation_id = Correlation()
     metrics = Metrics()
+    event_log = EventLog()  # declares the stream events.log at start (common.eventlog)
 
     @rpc
     def health(self):

@@ -404,3 +404,24 @@ def test_kustomize_builds_valid_objects():
                 assert "/" in container["image"] and ":" in container["image"], container["image"]
         if not obj["apiVersion"].startswith(CUSTOM_GROUPS):
             kubernetes_validate.validate(obj, K8S_VERSIONS[0], strict=True)
+
+
+def test_the_event_log_is_a_stream_bound_to_every_producer():
+    from common import eventlog
+
+    documents = yaml_documents(K8S / "optional" / "rabbitmq-topology.yaml")
+    queue = next(doc["spec"] for doc in documents if doc["kind"] == "Queue" and doc["spec"]["name"] == eventlog.LOG_QUEUE)
+    configmap = next(doc for doc in yaml_documents(K8S / "configmap.yaml") if doc["kind"] == "ConfigMap")["data"]
+    declared = eventlog.arguments(configmap)  # what the services declare, under the ConfigMap's settings
+    assert queue["type"] == declared.pop("x-queue-type") == "stream"
+    assert queue["durable"] is True and queue["autoDelete"] is False
+    assert queue["arguments"] == declared
+    defaults = eventlog.arguments({})  # the ConfigMap keeps config.yml's defaults
+    assert declared == {key: value for key, value in defaults.items() if key != "x-queue-type"}
+    bindings = {doc["spec"]["source"]: doc["spec"] for doc in documents if doc["kind"] == "Binding"}
+    exchanges = {doc["spec"]["name"] for doc in documents if doc["kind"] == "Exchange"}
+    for producer in eventlog.producers():
+        binding = bindings[f"{producer}.events"]
+        assert (binding["destination"], binding["destinationType"], binding["routingKey"]) == \
+            (eventlog.LOG_QUEUE, "queue", "#")
+        assert f"{producer}.events" in exchanges

@@ -1,0 +1,224 @@
+"""The event log (SPEC §10): every published event, kept on the broker.
+
+``events.log`` is a RabbitMQ stream queue (an append-only, replicated log
+read by offset over AMQP 0.9.1) bound with ``#`` to every producer's Nameko
+event exchange (``<service>.events``). The broker routes each published event
+to the services' own queues *and* appends it to the log, envelope, headers
+and all, in publication order per producer. Nothing in the normal flow reads
+it; ``ops.events`` (``make events``) and ``ops.replay`` (``make replay``) do.
+
+Retention: ``EVENT_LOG_MAX_AGE`` (default ``30D``; RabbitMQ's units Y, M, D,
+h, m, s) and a size cap ``EVENT_LOG_MAX_BYTES`` (default 10 GB), whichever
+comes first; the broker drops whole segments from the head of the log.
+
+Declared idempotently by whichever service starts first (``EventLog``, a
+dependency of ``common.service.ServiceBase``), by the
+Kubernetes topology (``k8s/eventlog.yaml``) and by ``declare`` for tools and
+tests. A stream's arguments never change once it exists: a service that
+finds it declared with other ones keeps it as it is and says so (change the
+retention with a policy, docs/eventlog.md).
+
+Reading (``read``): a consumer on a channel with a prefetch and manual acks
+(what streams require), starting at ``first``, an offset, or a time
+(``x-stream-offset``); each message carries its offset in the
+``x-stream-offset`` header. A read stops at the log's tail as it was when the
+read began (``tail``), so it ends even while events keep arriving.
+"""
+import logging
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from amqp.exceptions import PreconditionFailed
+from kombu import Connection, Exchange, Queue
+from nameko.constants import AMQP_URI_CONFIG_KEY
+from nameko.extensions import DependencyProvider
+from nameko.standalone.events import get_event_exchange
+
+from common import events
+
+log = logging.getLogger(__name__)
+
+LOG_QUEUE = "events.log"
+DEFAULT_MAX_AGE = "30D"
+DEFAULT_MAX_BYTES = 10 * 1000 ** 3
+PREFETCH = 500  # messages in flight to a reader (streams need a prefetch)
+OFFSET_HEADER = "x-stream-offset"
+
+
+def producers():
+    """Every service that publishes events (``common.events``), in order."""
+    return sorted({spec.producer for spec in events.TYPES.values()})
+
+
+def arguments(config):
+    """The stream's queue arguments, from ``EVENT_LOG_MAX_AGE`` / ``EVENT_LOG_MAX_BYTES``."""
+    return {
+        "x-queue-type": "stream",
+        "x-max-age": str(config.get("EVENT_LOG_MAX_AGE") or DEFAULT_MAX_AGE),
+        "x-max-length-bytes": int(config.get("EVENT_LOG_MAX_BYTES") or DEFAULT_MAX_BYTES),
+    }
+
+
+def log_queue(config, offset=None):
+    consumer_arguments = {OFFSET_HEADER: offset} if offset is not None else None
+    return Queue(LOG_QUEUE, durable=True, auto_delete=False, queue_arguments=arguments(config),
+                 consumer_arguments=consumer_arguments)
+
+
+def declare(connection, config):
+    """Declare the stream and bind it to every producer's event exchange
+    (declaring those as Nameko does). Idempotent. Returns the arguments the
+    stream was declared with, or None when it already existed with others
+    (kept as it is; logged)."""
+    channel = connection.channel()
+    declared = arguments(config)
+    try:
+        log_queue(config)(channel).declare()
+    except PreconditionFailed as error:  # exists with other arguments: the channel is closed
+        log.warning("event log %s kept as declared before: %s", LOG_QUEUE, error)
+        declared = None
+        channel = connection.channel()
+    for producer in producers():
+        exchange = get_event_exchange(producer, config)
+        exchange(channel).declare()
+        channel.queue_bind(LOG_QUEUE, exchange.name, "#")
+    try:
+        channel.close()
+    except Exception:  # nothing to keep of a channel used once
+        pass
+    return declared
+
+
+class EventLog(DependencyProvider):
+    """Declares the event log when a service starts. A broker that refuses
+    (or is away) does not stop the service: the next start declares it."""
+
+    def start(self):
+        config = self.container.config
+        try:
+            with Connection(config[AMQP_URI_CONFIG_KEY], connect_timeout=5) as connection:
+                declare(connection, config)
+        except Exception as error:  # never a reason not to start
+            log.warning("event log not declared: %s", error)
+
+    def get_dependency(self, worker_ctx):
+        return None
+
+
+# -- reading ------------------------------------------------------------------
+
+
+@dataclass
+class Entry:
+    """One message of the log: the event and where it sits."""
+
+    offset: int
+    producer: str  # from the exchange: "product.events" -> "product"
+    event_type: str  # the routing key
+    event: object  # the JSON body (a dict for every well-formed event)
+    headers: dict
+
+
+class LogTruncated(Exception):
+    """The log no longer starts at offset 0: retention dropped its oldest events."""
+
+
+def _entry(message):
+    info = message.delivery_info
+    exchange = info.get("exchange") or ""
+    try:
+        body = message.decode()
+    except Exception as error:  # not JSON: reported by the reader's caller
+        body = error
+    return Entry(int(message.headers.get(OFFSET_HEADER, -1)), exchange.removesuffix(".events"),
+                 info.get("routing_key"), body, dict(message.headers or {}))
+
+
+def _consume(connection, config, offset, on_entry, idle, stop_after_first_batch=False):
+    """Consume from ``offset`` calling ``on_entry(entry) -> bool`` (False to stop);
+    stops too once nothing arrived for ``idle`` seconds."""
+    channel = connection.channel()
+    channel.basic_qos(0, PREFETCH, False)
+    done = []
+
+    def callback(body, message):
+        message.ack()
+        if done:
+            return
+        if on_entry(_entry(message)) is False:
+            done.append(True)
+
+    consumer = connection.Consumer(queues=[log_queue(config, offset)], channel=channel,
+                                   callbacks=[callback], accept=["json"], no_ack=False)
+    with consumer:
+        while not done:
+            try:
+                connection.drain_events(timeout=idle)
+            except socket.timeout:
+                break
+    try:
+        channel.close()
+    except Exception:
+        pass
+
+
+def tail(connection, config, idle=0.5):
+    """The offset of the log's last event now (-1 when empty)."""
+    seen = [-1]
+
+    def on_entry(entry):
+        seen[0] = max(seen[0], entry.offset)
+
+    # "last" attaches at the last chunk: a few messages, then silence (or
+    # newer events: they are past the tail of when it was asked, and fine).
+    _consume(connection, config, "last", on_entry, idle)
+    return seen[0]
+
+
+def scan(amqp_uri, config, on_entry, start="first", until=None, idle=5.0):
+    """Call ``on_entry(entry)`` for every entry from ``start`` ("first", an
+    offset, or an aware datetime: the first chunk published at or after it)
+    to ``until`` (an offset; by default the tail when the scan begins), in
+    log order. Returns the offset it stopped at (-1: the log is empty).
+    ``on_entry`` runs while the message is being consumed: the next ones
+    wait (at most ``PREFETCH`` in flight), so a slow caller is no problem."""
+    if isinstance(start, datetime):
+        start = start.astimezone(timezone.utc)
+    with Connection(amqp_uri, connect_timeout=5) as connection:
+        declare(connection, config)
+        end = tail(connection, config) if until is None else until
+        if end < 0 or (isinstance(start, int) and start > end):
+            return -1  # nothing to read
+        reached = [-1]
+
+        def each(entry):
+            if entry.offset > end:
+                return False
+            on_entry(entry)
+            reached[0] = entry.offset
+            return entry.offset < end
+
+        _consume(connection, config, start, each, idle)
+        return reached[0]
+
+
+def read(amqp_uri, config, start="first", until=None, idle=5.0):
+    """The entries ``scan`` finds, as a list."""
+    found = []
+    scan(amqp_uri, config, found.append, start, until, idle)
+    return found
+
+
+def first_offset(amqp_uri, config):
+    """The offset of the oldest event still in the log (None when empty)."""
+    found = []
+
+    def first(entry):
+        found.append(entry.offset)
+        return False
+
+    with Connection(amqp_uri, connect_timeout=5) as connection:
+        declare(connection, config)
+        _consume(connection, config, "first", first, 1.0)
+    return found[0] if found else None
