@@ -7,8 +7,9 @@ so the domain code, validation and the applied-event log are the service's),
 then switched to, while the rest of the system runs:
 
 1. *Rebuild* (the service still runs): every event of the log, from the
-   first offset to the tail of that moment, goes into a new SQLite file
-   beside the store (``<store>.replay``). What the handlers emit is marked
+   first offset to the tail of that moment, goes into a new store beside
+   the old one (SQLite: the file ``<store>.replay``; PostgreSQL: the
+   database ``<name>_replay``, which the account must be allowed to create). What the handlers emit is marked
    sent and never published (MyPage's ``mypage_changed`` was published
    once already), and no mail is queued (notification: the notices were
    mailed once already).
@@ -17,8 +18,8 @@ then switched to, while the rest of the system runs:
 3. *Check*: every event the old store applied (its applied-event log keeps
    ``Store.retention``) must be in the new one; otherwise the log is missing
    history and nothing is switched.
-4. *Switch*: the old store is kept as ``<store>.before-replay``, the new one
-   takes its place; notification's mail outbox (the record of mails sent and
+4. *Switch*: the old store is kept (``<store>.before-replay``,
+   ``<name>_before_replay``), the new one takes its place; notification's mail outbox (the record of mails sent and
    to send: a side effect, not an event) is carried over.
 5. *Drain*: the service starts again with as many replicas as before; its
    queues hold every event since the stop, already in the new store or not:
@@ -26,7 +27,7 @@ then switched to, while the rest of the system runs:
    those queues are empty.
 
 Refused: a service that is not a read model (``product``...), a store that is
-not SQLite, a log whose head was dropped by retention (``--partial`` to
+not SQL (MyPage on Redis), a log whose head was dropped by retention (``--partial`` to
 rebuild anyway). An event that no longer validates is reported, skipped and
 counted in the summary.
 """
@@ -34,16 +35,17 @@ import argparse
 import importlib
 import logging
 import os
-import sqlite3
 import sys
 import time
-from contextlib import closing
 
 from kombu import Connection
 from nameko.dependency_providers import Config
 from nameko.events import EventHandler
 from nameko.extensions import DependencyProvider
 from nameko_sqlalchemy.database import DB_URIS_KEY
+from sqlalchemy import create_engine, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from common import eventlog, events
 from common.store import Store, StoreHandle
@@ -94,13 +96,6 @@ def routes(service_cls):
     return found
 
 
-def sqlite_path(uri):
-    if not uri.startswith("sqlite:///"):
-        raise Refused(f"make replay rebuilds SQLite stores; this one is {uri.split('://')[0]}. "
-                      "Stop the service, point its DB URI at a new database, replay, start it.")
-    return uri[len("sqlite:///"):]
-
-
 class _Container:
     def __init__(self, **attributes):
         self.__dict__.update(attributes)
@@ -119,14 +114,13 @@ class _NoSideEffects:
 
 
 class Rebuild:
-    """The service's handlers, over a fresh SQLite store at ``path``."""
+    """The service's handlers, over a fresh store at ``uri``."""
 
-    def __init__(self, service_name, config, path):
+    def __init__(self, service_name, config, uri):
         self.service_name = service_name
         self.cls = load_service(service_name)
         self.routes = routes(self.cls)
-        self.path = path
-        config = {**config, DB_URIS_KEY: {**config[DB_URIS_KEY], f"{service_name}:Base": f"sqlite:///{path}"}}
+        config = {**config, DB_URIS_KEY: {**config[DB_URIS_KEY], f"{service_name}:Base": uri}}
         # What a dependency asks of its Nameko container (it keeps a weak reference: kept here).
         self.container = container = _Container(service_name=service_name, config=config, service_cls=self.cls)
         self.service = self.cls()
@@ -202,35 +196,121 @@ def _move(path, target):
         os.replace(name, target + name[len(path):])
 
 
-def missing_history(old_path, new_path):
-    """Applied events (id, handler) the old store has and the new one lacks."""
-    if not os.path.exists(old_path):
-        return 0
-    with closing(sqlite3.connect(old_path)) as connection:
-        connection.execute("ATTACH DATABASE ? AS rebuilt", (new_path,))
+class SqliteTarget:
+    """A store in a SQLite file: rebuilt in ``<file>.replay``, the old one kept as ``<file>.before-replay``."""
+
+    def __init__(self, uri):
+        self.uri = uri
+        self.path = os.path.abspath(uri[len("sqlite:///"):])
+        self.fresh = self.path + REPLAY_SUFFIX
+        self.fresh_uri = f"sqlite:///{self.fresh}"
+        self.backup = self.path + BACKUP_SUFFIX
+
+    def exists(self):
+        return os.path.exists(self.path)
+
+    def prepare(self):
+        for name in _sqlite_files(self.fresh):  # what an interrupted replay left
+            os.remove(name)
+
+    def switch(self):
+        if self.exists():
+            _move(self.path, self.backup)
+        _move(self.fresh, self.path)
+
+
+class PostgresTarget:
+    """A store in a PostgreSQL database ``name``: rebuilt in ``name_replay``,
+    the old one kept as ``name_before_replay`` (the account needs CREATEDB)."""
+
+    def __init__(self, uri):
+        self.uri = uri
+        url = make_url(uri)
+        self.name = url.database
+        self.fresh_name = f"{self.name}_replay"
+        self.backup = f"{self.name}_before_replay"
+        self.fresh_uri = url.set(database=self.fresh_name).render_as_string(hide_password=False)
+        self.admin_url = url.set(database="postgres")
+
+    def _admin(self, *statements):
+        engine = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
         try:
-            return connection.execute(
-                "SELECT COUNT(*) FROM processed_events AS old WHERE NOT EXISTS (SELECT 1 FROM "
-                "rebuilt.processed_events AS new WHERE new.event_id = old.event_id AND new.handler = old.handler)"
-            ).fetchone()[0]
-        except sqlite3.OperationalError:  # an old store without the table: nothing to compare
-            return 0
+            with engine.connect() as connection:
+                for statement in statements:
+                    connection.exec_driver_sql(statement)
+        finally:
+            engine.dispose()
+
+    def exists(self):
+        engine = create_engine(self.admin_url)
+        try:
+            with engine.connect() as connection:
+                return connection.exec_driver_sql(
+                    "SELECT 1 FROM pg_database WHERE datname = %(name)s", {"name": self.name}).first() is not None
+        finally:
+            engine.dispose()
+
+    def prepare(self):
+        self._admin(f'DROP DATABASE IF EXISTS "{self.fresh_name}"', f'CREATE DATABASE "{self.fresh_name}"')
+
+    def switch(self):
+        self._admin(f'DROP DATABASE IF EXISTS "{self.backup}"',
+                    f'ALTER DATABASE "{self.name}" RENAME TO "{self.backup}"',
+                    f'ALTER DATABASE "{self.fresh_name}" RENAME TO "{self.name}"')
 
 
-def carry_over(old_path, new_path, tables):
+def target_for(uri):
+    if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
+        return SqliteTarget(uri)
+    if uri.startswith("postgresql"):
+        return PostgresTarget(uri)
+    raise Refused(f"make replay rebuilds SQLite and PostgreSQL stores; this one is {uri.split('://')[0]} "
+                  "(MyPage on Redis: stop it, point MYPAGE_DB_URI at an empty prefix, replay, start it).")
+
+
+def _rows(uri, statement):
+    engine = create_engine(uri)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(statement).all()
+    finally:
+        engine.dispose()
+
+
+def missing_history(target, base):
+    """Applied events (id, handler) the old store has and the new one lacks."""
+    if not target.exists():
+        return 0
+    processed = base.ProcessedEvent.__table__
+    query = select(processed.c.event_id, processed.c.handler)
+    try:
+        old = set(_rows(target.uri, query))
+    except SQLAlchemyError:  # an old store without the table: nothing to compare
+        return 0
+    return len(old - set(_rows(target.fresh_uri, query)))
+
+
+def carry_over(target, base, tables):
     """Copy ``tables`` (not built from events) from the old store into the new one."""
-    if not tables or not os.path.exists(old_path):
+    if not tables or not target.exists():
         return 0
     copied = 0
-    with closing(sqlite3.connect(new_path)) as connection:
-        connection.execute("ATTACH DATABASE ? AS old", (old_path,))
-        for table in tables:
+    engine = create_engine(target.fresh_uri)
+    try:
+        for name in tables:
+            table = base.metadata.tables[name]
             try:
-                copied += connection.execute(f"INSERT OR REPLACE INTO main.{table} SELECT * FROM old.{table}").rowcount
-            except sqlite3.OperationalError as error:
-                log.warning("%s not carried over: %s", table, error)
-        connection.commit()
-        connection.execute("DETACH DATABASE old")
+                rows = [row._asdict() for row in _rows(target.uri, select(table))]
+            except SQLAlchemyError as error:
+                log.warning("%s not carried over: %s", name, error)
+                continue
+            with engine.begin() as connection:
+                connection.execute(table.delete())
+                if rows:
+                    connection.execute(table.insert(), rows)
+            copied += len(rows)
+    finally:
+        engine.dispose()
     return copied
 
 
@@ -267,18 +347,15 @@ def replay(cluster, service_name, partial=False, say=print):
     cls = load_service(service_name)
     config = cluster.config
     amqp_uri = config["AMQP_URI"]
-    path = os.path.abspath(sqlite_path(config[DB_URIS_KEY][f"{service_name}:Base"]))
+    target = target_for(config[DB_URIS_KEY][f"{service_name}:Base"])
     head = eventlog.first_offset(amqp_uri, config)
     if head not in (None, 0) and not partial:
         raise Refused(f"the event log starts at offset {head}: older events were dropped by its retention "
                       f"(EVENT_LOG_MAX_AGE={config.get('EVENT_LOG_MAX_AGE')}); a replay would build a partial "
                       f"store. Nothing was changed (--partial, or PARTIAL=1, rebuilds from what is left).")
-    fresh = path + REPLAY_SUFFIX
-    _move(fresh, fresh + ".discarded")  # what an interrupted replay left
-    for name in _sqlite_files(fresh + ".discarded"):
-        os.remove(name)
+    target.prepare()
     started = time.time()
-    rebuild = Rebuild(service_name, config, fresh)
+    rebuild = Rebuild(service_name, config, target.fresh_uri)
     reached = eventlog.scan(amqp_uri, config, rebuild.apply)
     say(f"{service_name}: rebuilt from the log up to offset {reached} while it runs ({rebuild.summary})")
 
@@ -294,7 +371,7 @@ def replay(cluster, service_name, partial=False, say=print):
             reached = max(reached, eventlog.scan(amqp_uri, config, rebuild.apply, start=start))
             reminders = rebuild.remind_due()
             rebuild.close()
-            missing = missing_history(path, fresh)
+            missing = missing_history(target, rebuild.store.base)
             if not missing or partial:
                 break
             time.sleep(1)
@@ -302,15 +379,13 @@ def replay(cluster, service_name, partial=False, say=print):
             raise Refused(f"{missing} event(s) the {service_name} store applied are not in the event log "
                           f"(events from before the log existed, or dropped by its retention); the store was "
                           f"left as it was. --partial (PARTIAL=1) switches anyway.")
-        carried = carry_over(path, fresh, READ_MODELS[service_name]["carry"])
-        if os.path.exists(path):
-            _move(path, path + BACKUP_SUFFIX)
-        _move(fresh, path)
+        carried = carry_over(target, rebuild.store.base, READ_MODELS[service_name]["carry"])
+        target.switch()
         switched = True
         say(f"{service_name}: caught up to offset {reached} while stopped; switched to the rebuilt store"
             + (f" ({reminders} due-soon reminder(s) recorded)" if reminders else "")
             + (f" ({carried} row(s) of {', '.join(READ_MODELS[service_name]['carry'])} carried over)" if carried else "")
-            + f"; the old one is {path + BACKUP_SUFFIX}")
+            + f"; the old one is {target.backup}")
     finally:
         if replicas:
             cluster.start(service_name, replicas)

@@ -37,15 +37,19 @@ def test_only_read_models_are_replayed(service):
         replay.load_service(service)
 
 
-def test_only_sqlite_stores_are_rebuilt_in_a_fresh_file():
-    assert replay.sqlite_path("sqlite:////tmp/x/mypage.db") == "/tmp/x/mypage.db"
-    with pytest.raises(replay.Refused, match="SQLite"):
-        replay.sqlite_path("redis://127.0.0.1:6379/0")
+def test_sql_stores_are_rebuilt_beside_the_old_one_which_is_kept():
+    target = replay.target_for("sqlite:////tmp/x/mypage.db")
+    assert (target.fresh_uri, target.backup) == ("sqlite:////tmp/x/mypage.db.replay", "/tmp/x/mypage.db.before-replay")
+    target = replay.target_for("postgresql+psycopg2://u:p@db:5432/mypage")
+    assert target.fresh_uri == "postgresql+psycopg2://u:p@db:5432/mypage_replay"
+    assert target.backup == "mypage_before_replay"
+    with pytest.raises(replay.Refused, match="SQLite and PostgreSQL"):
+        replay.target_for("redis://127.0.0.1:6379/0")
 
 
 def test_an_event_that_no_longer_validates_is_counted_and_skipped(tmp_path):
     config = {"AMQP_URI": "memory://", "DB_URIS": {"mypage:Base": "sqlite://"}}
-    rebuild = replay.Rebuild("mypage", config, str(tmp_path / "mypage.db"))
+    rebuild = replay.Rebuild("mypage", config, f"sqlite:///{tmp_path / 'mypage.db'}")
     good = events.make("book_registered", "c1", book_id=1, isbn="9780000000000", title="Dune", author="F. H.", stock=1)
     bad = {**good, "event_id": "x", "book_id": "one"}
     rebuild.apply(eventlog.Entry(0, "product", "book_registered", good, {}))
