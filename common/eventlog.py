@@ -26,6 +26,7 @@ read began (``tail``), so it ends even while events keep arriving.
 """
 import logging
 import socket
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -135,9 +136,10 @@ def _entry(message):
                  info.get("routing_key"), body, dict(message.headers or {}))
 
 
-def _consume(connection, config, offset, on_entry, idle, stop_after_first_batch=False):
+def _consume(connection, config, offset, on_entry, idle, within=None):
     """Consume from ``offset`` calling ``on_entry(entry) -> bool`` (False to stop);
-    stops too once nothing arrived for ``idle`` seconds."""
+    stops too once nothing arrived for ``idle`` seconds, or after ``within`` seconds."""
+    deadline = None if within is None else time.monotonic() + within
     channel = connection.channel()
     channel.basic_qos(0, PREFETCH, False)
     done = []
@@ -152,7 +154,7 @@ def _consume(connection, config, offset, on_entry, idle, stop_after_first_batch=
     consumer = connection.Consumer(queues=[log_queue(config, offset)], channel=channel,
                                    callbacks=[callback], accept=["json"], no_ack=False)
     with consumer:
-        while not done:
+        while not done and (deadline is None or time.monotonic() < deadline):
             try:
                 connection.drain_events(timeout=idle)
             except socket.timeout:
@@ -163,16 +165,17 @@ def _consume(connection, config, offset, on_entry, idle, stop_after_first_batch=
         pass
 
 
-def tail(connection, config, idle=0.5):
-    """The offset of the log's last event now (-1 when empty)."""
+def tail(connection, config, idle=0.3, within=2.0):
+    """The offset of the log's last event now, or a little later (-1 when empty)."""
     seen = [-1]
 
     def on_entry(entry):
         seen[0] = max(seen[0], entry.offset)
 
-    # "last" attaches at the last chunk: a few messages, then silence (or
-    # newer events: they are past the tail of when it was asked, and fine).
-    _consume(connection, config, "last", on_entry, idle)
+    # "last" attaches at the last chunk: a few messages, then silence, or
+    # newer events while they keep coming (past the tail of when it was
+    # asked: fine), hence the bound.
+    _consume(connection, config, "last", on_entry, idle, within)
     return seen[0]
 
 
