@@ -78,3 +78,8 @@ def test_since_is_a_time_or_a_duration_back():
     assert story.since("2024-05-01T10:00:00") == datetime(2024, 5, 1, 10, 0, tzinfo=timezone.utc)
     with pytest.raises(ValueError):
         story.since("yesterday")
+
+
+def test_make_replay_of_a_service_that_is_no_read_model_says_why_and_changes_nothing(capsys):
+    assert replay.main(["product"]) == 2
+    assert "product is not a read model" in capsys.readouterr().err
