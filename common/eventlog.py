@@ -121,10 +121,6 @@ class Entry:
     headers: dict
 
 
-class LogTruncated(Exception):
-    """The log no longer starts at offset 0: retention dropped its oldest events."""
-
-
 def _entry(message):
     info = message.delivery_info
     exchange = info.get("exchange") or ""
@@ -196,6 +192,8 @@ def scan(amqp_uri, config, on_entry, start="first", until=None, idle=5.0):
         reached = [-1]
 
         def each(entry):
+            if isinstance(start, int) and entry.offset < start:
+                return True  # the head of the chunk the broker attached at
             if entry.offset > end:
                 return False
             on_entry(entry)
