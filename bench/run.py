@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import sqlite3
 import subprocess
 import sys
@@ -44,6 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from helpers import MANAGEMENT, free_port, throwaway_vhost  # noqa: E402
+from common import isbn  # noqa: E402
 from ops.run import Cluster, _http_ok  # noqa: E402
 
 PY = sys.executable
@@ -304,7 +306,8 @@ class System:
 
     def new_book(self, librarian, copies):
         response = requests.post(self.url + "/books", headers={"Authorization": f"Bearer {librarian}"}, json={
-            "isbn": "978-0-00-000000-0", "title": f"Bench {time.time()}", "author": "Bench", "copies": copies},
+            "isbn": isbn.with_check_digit(f"978{random.randrange(10 ** 9):09d}"), "title": f"Bench {time.time()}",
+            "author": "Bench", "copies": copies},
             timeout=30)
         response.raise_for_status()
         return response.json()["id"]

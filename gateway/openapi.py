@@ -21,7 +21,7 @@ RESPONSES = {
     "get_account": (schemas.Profile, [404]),
     "change_account": (schemas.Profile, [404]),
     "notifications": (schemas.NoticePage, []),
-    "register_book": (schemas.Book, []),
+    "register_book": (schemas.Book, [409]),
     "add_stock": (schemas.Book, [404]),
     "list_books": (schemas.page_of(schemas.Book), []),
     "get_book": (schemas.Book, [404]),

@@ -5,8 +5,9 @@ type every number; the OpenAPI document is generated from these classes.
 """
 import re
 
-from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
+from common import isbn as isbns
 from gateway.auth import MIN_DISTINCT, MIN_PASSWORD, NEW_PASSWORD_PATTERN
 
 PRINTABLE = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="control characters are not allowed")
@@ -155,8 +156,28 @@ class ContactChange(Request):
 
 # -- books ------------------------------------------------------------------
 
+class Isbn(fields.String):
+    """An ISBN-10 or ISBN-13 (check digit checked; hyphens and spaces allowed),
+    loaded as its 13 digits (``common.isbn``)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        if len(value) > 32:
+            raise ValidationError("at most 32 characters")
+        try:
+            return isbns.to_isbn13(value)
+        except ValueError as error:
+            raise ValidationError(str(error)) from None
+
+
 class NewBook(Request):
-    isbn = text(32, required=True)
+    # "format": "isbn" (a format of our own, OpenAPI allows them) because no
+    # pattern can say "the check digit is right"; tests/security tells the
+    # fuzzer how to make one.
+    isbn = Isbn(required=True, validate=validate.Length(min=10, max=32), metadata={
+        "format": "isbn", "example": "978-0-441-17271-9",
+        "description": "an ISBN-10 or ISBN-13 whose check digit is right, hyphens and spaces allowed; "
+                       "kept as its 13 digits; one title per ISBN (a second is 409)"})
     title = text(300, required=True)
     author = text(300, required=True)
     copies = StrictInteger(required=True, validate=validate.Range(min=0, max=100_000))
@@ -168,7 +189,7 @@ class Restock(Request):
 
 class Book(Schema):
     id = fields.Integer(required=True)
-    isbn = fields.String(required=True)
+    isbn = fields.String(required=True, metadata={"description": "the ISBN-13, 13 digits", "example": "9780441172719"})
     title = fields.String(required=True)
     author = fields.String(required=True)
     stock = fields.Integer(required=True)
@@ -177,6 +198,12 @@ class Book(Schema):
 class Page(Request):
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
     cursor = fields.String(load_default=None, validate=validate.Regexp(r"^[0-9]{1,18}$", error="not a cursor"))
+
+
+class BookQuery(Page):
+    q = fields.String(load_default=None, validate=[validate.Length(max=200), PRINTABLE], metadata={
+        "description": "keep the titles whose title, author or ISBN contains this, ignoring case "
+                       "(an ISBN's digits may be typed with hyphens or spaces); at most 200 characters"})
 
 
 class DeliveryPage(Page):

@@ -240,7 +240,8 @@ class GatewayService:
 
     @api("POST", "/books", roles={"librarian"}, body=schemas.NewBook, status=201, tag="books")
     def register_book(self, request, user, body):
-        """Register a title with its first copies in stock."""
+        """Register a title with its first copies in stock; ``isbn`` (ISBN-10 or
+        -13) is kept as its 13 digits, and a second title with it is 409."""
         return self.product.register_book(body["isbn"], body["title"], body["author"], body["copies"])
 
     @api("POST", "/books/<int(max=2147483647):book_id>/stock", roles={"librarian"}, body=schemas.Restock, tag="books")
@@ -248,10 +249,13 @@ class GatewayService:
         """Stock more copies of a title; waiting reservations are served first."""
         return self.product.add_stock(book_id, body["quantity"], request_id=f"request:{uuid.uuid4()}")
 
-    @api("GET", "/books", query=schemas.Page, tag="books")
+    @api("GET", "/books", query=schemas.BookQuery, tag="books")
     def list_books(self, request, query):
-        """The catalogue, oldest title first."""
-        return _page(self.product.list_books(after_id=int(query["cursor"] or 0), limit=query["limit"]))
+        """The catalogue, oldest title first; with ``q``, only the titles whose
+        title, author or ISBN contains it, ignoring case."""
+        search = (query["q"] or "").strip() or None
+        return _page(self.product.list_books(after_id=int(query["cursor"] or 0), limit=query["limit"],
+                                             query=search))
 
     @api("GET", "/books/<int(max=2147483647):book_id>", tag="books")
     def get_book(self, request, book_id):

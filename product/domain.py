@@ -10,6 +10,7 @@ waiting reservation first. Each reservation has one ``Allocation`` here that
 remembers where it stands, so a duplicate or late event can be recognised
 and ignored: that is what keeps a copy from being allocated twice or lost.
 """
+from common import isbn as isbns
 from common.errors import BadRequest
 
 WAITING = "waiting"  # in the waitlist
@@ -23,7 +24,10 @@ class Title:
     def __init__(self, isbn, title, author, copies):
         if copies < 0:
             raise BadRequest("copies must be 0 or more")
-        self.isbn = isbn
+        try:
+            self.isbn = isbns.to_isbn13(isbn)  # one book, one ISBN: 13 digits however it was typed
+        except ValueError as error:
+            raise BadRequest(str(error), isbn=[str(error)]) from None
         self.title = title
         self.author = author
         self.stock = copies

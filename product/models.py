@@ -1,5 +1,7 @@
 """How titles and allocations are stored."""
-from sqlalchemy import Column, Index, Integer, String, Table, func, select
+from sqlalchemy import Column, Index, Integer, String, Table, func, or_, select
+
+from common import isbn as isbns
 
 from common.store import declare_base
 from product.domain import ALLOCATED, WAITING, Allocation, Title
@@ -14,6 +16,9 @@ titles = Table(
     Column("author", String(300), nullable=False),
     Column("stock", Integer, nullable=False),
     Column("stocked", Integer, nullable=False),
+    # One title per ISBN: the index decides, so two librarians registering
+    # the same book at the same moment get one title and one 409.
+    Index("uq_titles_isbn", "isbn", unique=True),
 )
 allocations = Table(
     "allocations", Base.metadata,
@@ -35,8 +40,24 @@ def find_title(session, book_id, for_update=False):
     return session.scalars(query).first()
 
 
-def list_titles(session, after_id, limit):
-    return session.scalars(select(Title).where(Title.id > after_id).order_by(Title.id).limit(limit)).all()
+def list_titles(session, after_id, limit, query=None):
+    """The titles after ``after_id``, oldest first; with ``query``, only those
+    whose title, author or ISBN contains it, ignoring case (see ``matching``)."""
+    selected = select(Title).where(Title.id > after_id)
+    if query:
+        selected = selected.where(matching(query))
+    return session.scalars(selected.order_by(Title.id).limit(limit)).all()
+
+
+def matching(query):
+    """Title or author contains ``query`` (any case; ``%`` and ``_`` are
+    literal), or the stored 13 digits contain its digits, typed with hyphens
+    or spaces or not (a full ISBN-10 is looked for as its ISBN-13)."""
+    conditions = [Title.title.icontains(query, autoescape=True), Title.author.icontains(query, autoescape=True)]
+    digits = isbns.searched_digits(query)
+    if digits:
+        conditions.append(Title.isbn.contains(digits, autoescape=True))
+    return or_(*conditions)
 
 
 def find_allocation(session, reservation_id):

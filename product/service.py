@@ -6,7 +6,9 @@ Outbound: the store, whose outbox carries the allocation events.
 """
 import logging
 
-from common.errors import NotFound
+from sqlalchemy.exc import IntegrityError
+
+from common.errors import NotAllowed, NotFound
 from common.handlers import handles
 from common.rpc import rpc
 from common.service import ServiceBase
@@ -24,12 +26,21 @@ class ProductService(ServiceBase):
 
     @rpc
     def register_book(self, isbn, title, author, copies):
-        with self.store.transaction() as tx:
-            book = Title(isbn, title, author, copies)
-            tx.session.add(book)
-            tx.session.flush()  # gives the title its id
-            tx.emit("book_registered", book_id=book.id, isbn=isbn, title=title, author=author, stock=book.stock)
-            return book.to_dict()
+        """A new title; ``isbn`` as an ISBN-10 or -13 (stored as 13 digits).
+        A second title with the same ISBN is refused by the database's unique
+        index, not by a look first, so it holds between replicas too."""
+        try:
+            with self.store.transaction() as tx:
+                book = Title(isbn, title, author, copies)
+                tx.session.add(book)
+                tx.session.flush()  # gives the title its id
+                tx.emit("book_registered", book_id=book.id, isbn=book.isbn, title=title, author=author,
+                        stock=book.stock)
+                registered = book.to_dict()
+        except IntegrityError:
+            raise NotAllowed("a title with this ISBN is registered already", isbn=book.isbn) from None
+        log.info("book registered", extra={"book_id": registered["id"]})
+        return registered
 
     @rpc
     def add_stock(self, book_id, quantity, request_id=None):
@@ -51,9 +62,11 @@ class ProductService(ServiceBase):
             return self._title(session, book_id).to_dict()
 
     @rpc
-    def list_books(self, after_id=0, limit=100):
+    def list_books(self, after_id=0, limit=100, query=None):
+        """A page of the catalogue; ``query``: only the titles whose title,
+        author or ISBN contains it (``models.matching``)."""
         with self.store.reading() as session:
-            books = models.list_titles(session, after_id, limit + 1)
+            books = models.list_titles(session, after_id, limit + 1, query)
             page = [book.to_dict() for book in books[:limit]]
             return {"items": page, "next": page[-1]["id"] if len(books) > limit else None}
 

@@ -11,6 +11,8 @@ import uuid
 import requests
 from nameko.standalone.rpc import ClusterRpcProxy
 
+from common import isbn
+
 MANAGEMENT = os.environ.get("RABBIT_MANAGEMENT", "http://guest:guest@127.0.0.1:15672")
 BROKER = os.environ.get("RABBIT_BROKER", "127.0.0.1:5672")
 USER = os.environ.get("RABBIT_USER", "guest:guest")
@@ -110,6 +112,11 @@ class Client:
         return response.json()
 
 
+def isbn13():
+    """A valid ISBN-13, most likely unused (one title per ISBN: SPEC §5)."""
+    return isbn.with_check_digit(f"978{uuid.uuid4().int % 10 ** 9:09d}")
+
+
 class Library:
     """The people of the story, signed in to one running system."""
 
@@ -121,10 +128,10 @@ class Library:
         self.courier = Client.signed_in(base_url, "courier")
         self.anonymous = Client(base_url)
 
-    def new_book(self, copies=1, title=None):
+    def new_book(self, copies=1, title=None, author="A. Author"):
         return self.librarian.ok("POST", "/books", 201, json={
-            "isbn": "978-0-00-000000-0", "title": title or f"Book {uuid.uuid4().hex[:6]}",
-            "author": "A. Author", "copies": copies})
+            "isbn": isbn13(), "title": title or f"Book {uuid.uuid4().hex[:6]}",
+            "author": author, "copies": copies})
 
     def reserve(self, customer, book_id, **kwargs):
         return customer.ok("POST", "/reservations", 202, json={"book_id": book_id}, **kwargs)

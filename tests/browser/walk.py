@@ -31,6 +31,14 @@ from playwright.sync_api import expect, sync_playwright
 
 import audit as checks
 
+
+def typed_isbn():
+    """A valid ISBN-13 as a librarian types it, with hyphens (978-0-...-c)."""
+    digits = [9, 7, 8, 0] + [int(d) for d in f"{uuid.uuid4().int % 10 ** 8:08d}"]
+    check = (10 - sum(d * (3 if i % 2 else 1) for i, d in enumerate(digits)) % 10) % 10
+    text = "".join(map(str, digits))
+    return f"{text[:3]}-{text[3]}-{text[4:8]}-{text[8:]}-{check}"
+
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--no-first-run"]
@@ -154,6 +162,7 @@ class Walk:
 
 def story(walk):
     title = f"The Left Hand of Darkness {uuid.uuid4().hex[:6]}"
+    isbn, restock_isbn = typed_isbn(), typed_isbn()  # one title per ISBN: new ones each walk
     restock_title = f"Solaris {uuid.uuid4().hex[:6]}"
 
     # -- a wrong password is said in words --------------------------------
@@ -175,7 +184,7 @@ def story(walk):
     form = librarian.locator("form#register-book")
     form.locator("button[type=submit]").click()  # empty: said next to the fields
     expect(form.locator("#book-title-error")).to_contain_text("fill this in")
-    for name, value in (("isbn", "978-0-441-47812-5"), ("title", title), ("author", "Ursula K. Le Guin"), ("copies", "1")):
+    for name, value in (("isbn", isbn), ("title", title), ("author", "Ursula K. Le Guin"), ("copies", "1")):
         form.locator(f"input[name={name}]").fill(value)
     form.locator("button[type=submit]").click()
     expect(form.locator(".msg")).to_contain_text("Registered")
@@ -184,7 +193,7 @@ def story(walk):
     book_id = book_row.get_attribute("data-book-id")
     walk.step("librarian registered a title with one copy", book_id=book_id)
 
-    for name, value in (("isbn", "978-0-15-602760-1"), ("title", restock_title), ("author", "Stanisław Lem"), ("copies", "0")):
+    for name, value in (("isbn", restock_isbn), ("title", restock_title), ("author", "Stanisław Lem"), ("copies", "0")):
         form.locator(f"input[name={name}]").fill(value)
     form.locator("button[type=submit]").click()
     restock_row = librarian.locator("#stock-rows tr", has_text=restock_title)

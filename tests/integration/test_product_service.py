@@ -15,6 +15,7 @@ from nameko.testing.services import entrypoint_waiter, worker_factory
 
 from common import events
 from product.service import ProductService
+from helpers import isbn13
 from support import assert_envelope, event, handler_queue
 
 REQUESTED_QUEUE = handler_queue("reservation", "reservation_requested", "product", "on_reservation_requested")
@@ -36,7 +37,7 @@ def product_db(db, product):
 
 
 def register(rpc, copies=1, **extra):
-    return rpc().product.register_book("978-0-00-000000-0", extra.get("title", "Dune"), "F. Herbert", copies)
+    return rpc().product.register_book(isbn13(), extra.get("title", "Dune"), "F. Herbert", copies)
 
 
 def request(reservation_id, book_id, customer="alice", correlation_id="corr-req"):
@@ -56,16 +57,16 @@ def deliver(product, publish, source_event, method):
 
 def test_register_book_stores_the_title_and_announces_it_with_the_callers_correlation_id(
         product, rpc, emitted, product_db):
-    book = rpc(correlation_id="test-123").product.register_book("978-1", "Dune", "F. Herbert", 3)
+    book = rpc(correlation_id="test-123").product.register_book("0-441-17271-7", "Dune", "F. Herbert", 3)
 
-    assert book == {"id": book["id"], "isbn": "978-1", "title": "Dune", "author": "F. Herbert", "stock": 3}
+    assert book == {"id": book["id"], "isbn": "9780441172719", "title": "Dune", "author": "F. Herbert", "stock": 3}
     row = product_db.one("SELECT * FROM titles WHERE id = :id", id=book["id"])
     assert (row["stock"], row["stocked"]) == (3, 3)
 
     registered = emitted.wait_for("book_registered")
     assert_envelope(registered, "book_registered", "test-123")
     assert registered["book_id"] == book["id"]
-    assert (registered["title"], registered["isbn"], registered["stock"]) == ("Dune", "978-1", 3)
+    assert (registered["title"], registered["isbn"], registered["stock"]) == ("Dune", "9780441172719", 3)
     assert emitted.headers(registered["event_id"])["nameko.correlation_id"] == "test-123"
     # The outbox row was published by the worker itself, not left to the relay.
     outbox = product_db.one("SELECT * FROM outbox WHERE event_id = :e", e=registered["event_id"])
@@ -74,8 +75,8 @@ def test_register_book_stores_the_title_and_announces_it_with_the_callers_correl
 
 def test_add_stock_get_book_list_books_and_inventory(product, rpc, emitted):
     cluster = rpc(correlation_id="test-stock")
-    book = cluster.product.register_book("978-1", "Dune", "F. Herbert", 1)
-    others = [cluster.product.register_book("978-2", f"Book {n}", "A", 0) for n in range(2)]
+    book = cluster.product.register_book(isbn13(), "Dune", "F. Herbert", 1)
+    others = [cluster.product.register_book(isbn13(), f"Book {n}", "A", 0) for n in range(2)]
 
     assert cluster.product.add_stock(book["id"], 2)["stock"] == 3
     assert cluster.product.get_book(book["id"])["stock"] == 3
@@ -96,7 +97,9 @@ def test_add_stock_get_book_list_books_and_inventory(product, rpc, emitted):
     pytest.param(lambda p: p.get_book(999), "NotFound", id="get_book"),
     pytest.param(lambda p: p.add_stock(999, 1), "NotFound", id="add_stock"),
     pytest.param(lambda p: p.inventory(999), "NotFound", id="inventory"),
-    pytest.param(lambda p: p.register_book("978-1", "Dune", "F. Herbert", -1), "BadRequest", id="negative-copies"),
+    pytest.param(lambda p: p.register_book(isbn13(), "Dune", "F. Herbert", -1), "BadRequest", id="negative-copies"),
+    pytest.param(lambda p: p.register_book("978-0-00-000000-0", "Dune", "F. Herbert", 1), "BadRequest",
+                 id="bad-check-digit"),
 ])
 def test_business_errors_cross_rpc_by_name_and_change_nothing(product, rpc, product_db, emitted, call, exc_type):
     cluster = rpc()
@@ -105,6 +108,53 @@ def test_business_errors_cross_rpc_by_name_and_change_nothing(product, rpc, prod
     assert error.value.exc_type == exc_type
     assert product_db.count("titles") == 0
     assert emitted.settle(0.2) == []
+
+
+def test_a_second_title_with_the_same_isbn_is_refused_however_it_is_typed(product, rpc, product_db):
+    cluster = rpc()
+    first = cluster.product.register_book("978-0-441-17271-9", "Dune", "F. Herbert", 1)
+    for typed in ("9780441172719", "0441172717", "0-441-17271-7", "978 0 441 17271 9"):
+        with pytest.raises(RemoteError) as error:
+            cluster.product.register_book(typed, "Dune again", "F. Herbert", 1)
+        assert error.value.exc_type == "NotAllowed"
+    assert product_db.count("titles") == 1
+    assert cluster.product.get_book(first["id"])["title"] == "Dune"
+
+
+def test_two_librarians_registering_one_isbn_at_once_make_one_title(product, rpc, product_db):
+    """The unique index decides, not a look first: of simultaneous requests one wins, the others are 409."""
+    cluster = rpc()
+    isbn = isbn13()
+    replies = [cluster.product.register_book.call_async(isbn, f"Twin {n}", "A", 1) for n in range(6)]
+    outcomes = []
+    for reply in replies:
+        try:
+            outcomes.append(reply.result()["isbn"])
+        except RemoteError as error:
+            outcomes.append(error.exc_type)
+    assert sorted(outcomes) == sorted(["NotAllowed"] * 5 + [isbn])
+    assert product_db.count("titles") == 1
+
+
+def test_list_books_with_a_query_keeps_the_matching_titles_paged(product, rpc):
+    cluster = rpc()
+    dune = cluster.product.register_book("0-441-17271-7", "Dune", "Frank Herbert", 1)
+    messiah = cluster.product.register_book(isbn13(), "Dune Messiah", "Frank Herbert", 1)
+    cluster.product.register_book(isbn13(), "Solaris", "Stanisław Lem", 1)
+    odd = cluster.product.register_book(isbn13(), "100% _pure_ fiction", "Someone", 1)
+
+    def found(query, **page):
+        return [book["id"] for book in cluster.product.list_books(query=query, **page)["items"]]
+
+    assert found("dUNE") == [dune["id"], messiah["id"]]
+    assert found("herbert") == [dune["id"], messiah["id"]]
+    assert found("978-0-441") == [dune["id"]] and found("044117") == [dune["id"]]
+    assert found("0-441-17271-7") == [dune["id"]]  # the ISBN-10 of the stored ISBN-13
+    assert found("100%") == [odd["id"]] and found("_pure_") == [odd["id"]] and found("%") == [odd["id"]]
+    assert found("zzz") == []
+    first = cluster.product.list_books(query="dune", limit=1)
+    assert [b["id"] for b in first["items"]] == [dune["id"]] and first["next"] == dune["id"]
+    assert found("dune", after_id=first["next"], limit=1) == [messiah["id"]]
 
 
 def test_add_stock_of_zero_is_refused_and_nothing_is_stocked(product, rpc, product_db):

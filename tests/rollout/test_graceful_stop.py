@@ -29,7 +29,7 @@ from sqlalchemy import create_engine, text
 
 from common.store import Store
 from gateway.http import Api
-from helpers import eventually, free_port
+from helpers import eventually, free_port, isbn13
 from product.service import ProductService
 
 
@@ -98,7 +98,7 @@ def test_a_worker_stopped_mid_publish_answers_and_its_event_is_out(container_fac
         queue.declare()
         published, started = slow_publisher(store, 0.5)
         with ClusterRpcProxy(config, timeout=10) as cluster:
-            reply = cluster.product.register_book.call_async("978-0-00-000000-0", "Stopping", "A. Author", 1)
+            reply = cluster.product.register_book.call_async(isbn13(), "Stopping", "A. Author", 1)
             assert started.wait(10)
             stopping = eventlet.spawn(container.stop)
             book = reply.result()

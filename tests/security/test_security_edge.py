@@ -285,6 +285,8 @@ def test_bytes_that_are_not_utf8_are_400(url):
     ({"isbn": "1", "title": "t", "author": "a", "copies": 2 ** 63}, "copies"),
     ({"isbn": "1", "title": "t", "author": "a", "copies": [1]}, "copies"),
     ({"isbn": "1" * 33, "title": "t", "author": "a", "copies": 1}, "isbn"),
+    ({"isbn": "978-0-00-000000-0", "title": "t", "author": "a", "copies": 1}, "isbn"),  # check digit
+    ({"isbn": "0-441-17271-8", "title": "t", "author": "a", "copies": 1}, "isbn"),
     ({"isbn": "1", "title": "t" * 301, "author": "a", "copies": 1}, "title"),
     ({"isbn": "1", "title": "t", "author": "", "copies": 1}, "author"),
     ({"isbn": "1", "title": "a\u0000b", "author": "a", "copies": 1}, "title"),
@@ -299,7 +301,7 @@ def test_every_field_is_typed_bounded_and_closed(url, tokens, body, field):
 
 
 def test_a_lone_surrogate_is_400_not_500(url, tokens):
-    data = b'{"isbn": "1", "title": "half \\ud800 a pair", "author": "a", "copies": 1}'
+    data = b'{"isbn": "9780441172719", "title": "half \\ud800 a pair", "author": "a", "copies": 1}'
     error = assert_error(call(url, "POST", "/books", tokens["librarian"], data=data,
                               headers={"Content-Type": "application/json"}), 400)
     assert list(error["details"]) == ["title"]

@@ -135,3 +135,24 @@ def test_make_migrate_upgrades_every_configured_database(tmp_path):
     assert "mypage: redis store, nothing to migrate" in result.stdout
     for service in ("product", "reservation", "delivery", "gateway"):
         assert f"{service}: at {head(service)}" in result.stdout
+
+
+def test_titles_from_before_get_13_digit_isbns_and_keep_their_duplicates(database):
+    """product 0002: valid ISBNs become 13 digits, an invalid one stays, a
+    later duplicate is kept with a mark, so the unique index can be made."""
+    engine = engine_for(database("product"))
+    try:
+        migrate.upgrade("product", engine, revision="0001")
+        with engine.begin() as connection:
+            for isbn in ("0-441-17271-7", "978-0-00-000000-0", "9780441172719", "978-0-00-000000-0"):
+                connection.execute(text("INSERT INTO titles (isbn, title, author, stock, stocked) "
+                                        "VALUES (:isbn, 'T', 'A', 1, 1)"), {"isbn": isbn})
+        migrate.upgrade("product", engine)
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT id, isbn FROM titles ORDER BY id")).all()
+        ids = [row[0] for row in rows]
+        assert [row[1] for row in rows] == ["9780441172719", "978-0-00-000000-0",
+                                            f"9780441172719~dup{ids[2]}", f"978-0-00-000000-0~dup{ids[3]}"]
+        assert differences(engine, "product") == []
+    finally:
+        engine.dispose()

@@ -20,7 +20,7 @@ class Library:
     """One title and the allocations of its reservations, in request order."""
 
     def __init__(self, copies):
-        self.title = Title("978-0", "Dune", "Herbert", copies)
+        self.title = Title("9780441172719", "Dune", "Herbert", copies)
         self.allocations = []
 
     def waitlist(self):
@@ -54,20 +54,20 @@ def kinds(caused):
 # -- a title ----------------------------------------------------------------------
 
 def test_a_new_title_has_its_copies_in_stock():
-    title = Title("978-0", "Dune", "Herbert", 3)
+    title = Title("9780441172719", "Dune", "Herbert", 3)
     title.id = 1  # given by the database
 
     assert (title.stock, title.stocked) == (3, 3)
-    assert title.to_dict() == {"id": 1, "isbn": "978-0", "title": "Dune", "author": "Herbert", "stock": 3}
+    assert title.to_dict() == {"id": 1, "isbn": "9780441172719", "title": "Dune", "author": "Herbert", "stock": 3}
 
 
 def test_a_title_may_be_registered_with_no_copies():
-    assert Title("978-0", "Dune", "Herbert", 0).stock == 0
+    assert Title("9780441172719", "Dune", "Herbert", 0).stock == 0
 
 
 def test_a_title_cannot_have_a_negative_number_of_copies():
     with pytest.raises(BadRequest):
-        Title("978-0", "Dune", "Herbert", -1)
+        Title("9780441172719", "Dune", "Herbert", -1)
 
 
 @pytest.mark.parametrize("quantity", [0, -1])
@@ -186,7 +186,7 @@ def test_restocking_more_than_the_queue_needs_leaves_the_rest_in_stock():
 
 
 def test_serving_skips_allocations_that_are_no_longer_waiting():
-    title = Title("978-0", "Dune", "Herbert", 1)
+    title = Title("9780441172719", "Dune", "Herbert", 1)
     gone = Allocation("r-0", 1, "alice", at(0), WITHDRAWN)
     waiting = Allocation("r-1", 1, "bob", at(1), WAITING)
 
@@ -280,3 +280,22 @@ def test_stock_plus_allocated_equals_stocked_under_any_sequence_of_operations(se
         emitted.update(event_type for event_type, _, _ in caused)
 
     assert emitted <= set(TYPES)
+
+
+@pytest.mark.parametrize("typed", ["978-0-441-17271-9", "9780441172719", "0-441-17271-7", "0441172717",
+                                   " 978 0 441 17271 9 "])
+def test_a_title_keeps_its_isbn_as_13_digits(typed):
+    assert Title(typed, "Dune", "Herbert", 1).isbn == "9780441172719"
+
+
+def test_an_isbn_10_ending_in_x_becomes_its_isbn_13():
+    assert Title("0-8044-2957-X", "A title", "Someone", 1).isbn == "9780804429573"
+
+
+@pytest.mark.parametrize("typed, problem", [
+    ("978-0-00-000000-0", "check digit"), ("0-441-17271-8", "check digit"), ("97804411727", "10 or 13"),
+    ("977-0-441-17271-9", "check digit"), ("abc", "digits"), ("", "digits")])
+def test_a_title_refuses_an_isbn_that_is_not_one(typed, problem):
+    with pytest.raises(BadRequest) as error:
+        Title(typed, "Dune", "Herbert", 1)
+    assert problem in error.value.message and list(error.value.details) == ["isbn"]
