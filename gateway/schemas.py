@@ -260,6 +260,9 @@ class MyPageReservation(Schema):
     status = fields.String(required=True, allow_none=True)
     delivery_status = fields.String(required=True, allow_none=True)
     updated_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+    queue_position = fields.Integer(required=True, allow_none=True, metadata={
+        "description": "while waitlisted, the place in the title's line (1: the next served); else null",
+        "minimum": 1})
     history = fields.List(fields.Nested(HistoryEntry), required=True)
 
 

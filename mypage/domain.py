@@ -5,10 +5,23 @@ twice or out of order (one queue per event type, replicas in parallel), so a
 view only ever moves forward: a status is taken only if it comes after the
 current one, a canceled or returned reservation stays so, and a late event
 still finds its place in the history, in time order.
+
+Where a waitlisted reservation stands in its title's line
+(``queue_position``) is worked out here too, from these views alone: the
+line of a title is its views that are ``waitlisted``, in the order product
+serves them (first come, first served: by the moment the customer reserved,
+the ``occurred_at`` of ``reservation_requested``, then by reservation id;
+``product.models.waitlist``). A view's ``created_at`` is that moment once
+``reservation_requested`` has arrived (it is the earliest of its events).
+The position is counted when a page is read, never stored, so it is right
+however the line moves (a copy comes back and the first is confirmed,
+someone ahead cancels): each of those moves is an event that takes a view
+out of ``waitlisted``. MyPage asks no one: the events are enough.
 """
 RESERVATION_PROGRESS = ["requested", "waitlisted", "confirmed", "shipped", "delivered", "returned"]
 DELIVERY_PROGRESS = ["preparing", "shipped", "delivered"]
 FINAL = "canceled"
+WAITLISTED = "waitlisted"
 
 RESERVATION_EVENTS = {f"reservation_{s}": s for s in RESERVATION_PROGRESS + [FINAL]}
 DELIVERY_EVENTS = {"delivery_created": "preparing", "delivery_shipped": "shipped",
@@ -47,13 +60,25 @@ class ReservationView:
             self.updated_at = max(filter(None, [self.updated_at, at]))
         return changed
 
+    @property
+    def waiting(self):
+        """In its title's line now."""
+        return self.status == WAITLISTED
+
+    @property
+    def line_key(self):
+        """Its place in the line: earlier keys are served first."""
+        return (self.created_at or "", self.reservation_id)
+
     def _record(self, status, at):
         if any(entry["status"] == status for entry in self.history):
             return False
         self.history = sorted(self.history + [{"status": status, "at": at}], key=lambda entry: entry["at"])
         return True
 
-    def to_dict(self, title):
+    def to_dict(self, title, waiting_ahead=None):
+        """``waiting_ahead``: how many waitlisted views of the title are ahead
+        of this one in line (``line_key``), when it is waitlisted."""
         return {
             "reservation_id": self.reservation_id,
             "book_id": self.book_id,
@@ -61,8 +86,22 @@ class ReservationView:
             "status": self.status,
             "delivery_status": self.delivery_status,
             "updated_at": self.updated_at,
+            "queue_position": queue_position(self, waiting_ahead),
             "history": list(self.history),
         }
+
+
+def queue_position(view, waiting_ahead):
+    """1 for the next in line, while waitlisted; else None."""
+    if not view.waiting or waiting_ahead is None:
+        return None
+    return waiting_ahead + 1
+
+
+def line_moved(was_waiting, view):
+    """True when the view joined or left its title's line: the positions of
+    those behind it changed, and their pages must be told."""
+    return was_waiting != view.waiting
 
 
 def _moves_forward(current, new, progress, final_states):

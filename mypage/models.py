@@ -1,8 +1,8 @@
 """How MyPage's views are stored (SQL: SQLite by default, PostgreSQL)."""
-from sqlalchemy import JSON, Column, Integer, String, Table, select
+from sqlalchemy import JSON, Column, Index, Integer, String, Table, and_, func, or_, select
 
 from common.store import declare_base
-from mypage.domain import ReservationView
+from mypage.domain import WAITLISTED, ReservationView
 
 Base = declare_base()
 
@@ -16,6 +16,8 @@ views = Table(
     Column("created_at", String(40)),
     Column("updated_at", String(40)),
     Column("history", JSON, nullable=False),
+    # A title's line: its waitlisted views in the order they are served (mypage.domain).
+    Index("ix_reservation_views_line", "book_id", "status", "created_at", "reservation_id"),
 )
 titles = Table(
     "titles", Base.metadata,
@@ -47,3 +49,26 @@ def title_of(session, book_id):
 def save_title(session, book_id, title):
     if title_of(session, book_id) is None:
         session.execute(titles.insert().values(book_id=book_id, title=title))
+
+
+def _line(view):
+    return and_(ReservationView.book_id == view.book_id, ReservationView.status == WAITLISTED)
+
+
+def waiting_ahead(session, view):
+    """How many waitlisted views of ``view``'s title are before it in line."""
+    created_at, reservation_id = view.line_key
+    return session.scalar(select(func.count()).select_from(ReservationView).where(
+        _line(view), or_(ReservationView.created_at < created_at,
+                         and_(ReservationView.created_at == created_at,
+                              ReservationView.reservation_id < reservation_id))))
+
+
+def waiting_behind(session, view, limit):
+    """The first ``limit`` waitlisted views of ``view``'s title after it in line."""
+    created_at, reservation_id = view.line_key
+    return session.scalars(select(ReservationView).where(
+        _line(view), or_(ReservationView.created_at > created_at,
+                         and_(ReservationView.created_at == created_at,
+                              ReservationView.reservation_id > reservation_id)))
+        .order_by(ReservationView.created_at, ReservationView.reservation_id).limit(limit)).all()

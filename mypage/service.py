@@ -15,11 +15,12 @@ from common.handlers import handles
 from common.rpc import rpc
 from common.service import ServiceBase
 from mypage import models, views
-from mypage.domain import ReservationView
+from mypage.domain import ReservationView, line_moved
 
 log = logging.getLogger(__name__)
 
 MAX_RESERVATIONS = 500  # a page is bounded, like every list in the API
+MAX_ANNOUNCED = 500  # views told of a move in their line per event (the rest see it within the page cache's TTL)
 
 
 def _view_handler(source, event_type):
@@ -38,8 +39,10 @@ class MyPageService(ServiceBase):
     @rpc
     def get(self, customer):
         with self.store.reading() as reader:
-            rows = views.reading(reader).for_customer(customer, MAX_RESERVATIONS)
-            return {"customer": customer, "reservations": [view.to_dict(title) for view, title in rows]}
+            port = views.reading(reader)
+            rows = port.for_customer(customer, MAX_RESERVATIONS)
+            return {"customer": customer, "reservations": [
+                view.to_dict(title, port.waiting_ahead(view) if view.waiting else None) for view, title in rows]}
 
     @handles("product", "book_registered")
     def on_book_registered(self, tx, event):
@@ -62,6 +65,15 @@ class MyPageService(ServiceBase):
         view = port.get(event["reservation_id"])
         if view is None:
             view = port.add(ReservationView(event["reservation_id"], event["customer"], event["book_id"]))
+        was_waiting = view.waiting
         if view.apply(event):
-            tx.emit("mypage_changed", reservation_id=view.reservation_id, book_id=view.book_id,
-                    customer=view.customer, status=view.status, delivery_status=view.delivery_status)
+            self._announce(tx, view)
+            if line_moved(was_waiting, view):
+                # The queue_position of everyone behind it changed: their pages are told too.
+                for behind in port.waiting_behind(view, MAX_ANNOUNCED):
+                    self._announce(tx, behind)
+
+    @staticmethod
+    def _announce(tx, view):
+        tx.emit("mypage_changed", reservation_id=view.reservation_id, book_id=view.book_id,
+                customer=view.customer, status=view.status, delivery_status=view.delivery_status)

@@ -5,6 +5,10 @@ handler's transaction (``writing(tx)``) or for a page (``reading(reader)``):
 
     get(reservation_id) -> ReservationView or None     add(view) -> view
     save_title(book_id, title)                         for_customer(customer, limit) -> [(view, title)]
+    waiting_ahead(view) -> int                         waiting_behind(view, limit) -> [view]
+
+(the last two: a title's line, ``mypage.domain``; the views ``waiting_behind``
+gives are for reading only, never saved).
 
 A view changed in place is saved with the transaction, as the SQL session
 does, so ``mypage.domain`` and the service code are the same on both.
@@ -28,7 +32,9 @@ Keys (``P`` is the prefix, ``bookrental:mypage`` unless the URI's ``prefix``
 says otherwise): ``P:view:<reservation_id>`` (JSON), ``P:customer:<name>``
 (sorted set of reservation ids by creation time), ``P:title:<book_id>``,
 ``P:processed:<handler>:<event_id>`` (expires after ``Store.retention``),
-``P:outbox`` (sorted set of events by creation time).
+``P:outbox`` (sorted set of events by creation time), ``P:line:<book_id>``
+(sorted set of the title's waitlisted reservation ids by creation time,
+written with the views; equal times in id order, as Redis sorts them).
 """
 import json
 import logging
@@ -87,6 +93,12 @@ class SqlViews:
 
     def for_customer(self, customer, limit):
         return models.for_customer(self.session, customer, limit)
+
+    def waiting_ahead(self, view):
+        return models.waiting_ahead(self.session, view)
+
+    def waiting_behind(self, view, limit):
+        return models.waiting_behind(self.session, view, limit)
 
 
 def writing(tx):
@@ -169,12 +181,28 @@ class RedisViews:
         rows = [(view, title.decode() if title is not None else None) for view, title in zip(found, titles)]
         return list(reversed(rows))
 
+    def waiting_ahead(self, view):
+        return self.client.zrank(self.key("line", view.book_id), view.reservation_id) or 0
+
+    def waiting_behind(self, view, limit):
+        # Read, not WATCHed: those views are announced, not changed.
+        score = _score(view.created_at)
+        members = self.client.zrangebyscore(self.key("line", view.book_id), score, "+inf", withscores=True)
+        ids = [member.decode() for member, at in members
+               if at > score or member.decode() > view.reservation_id][:limit]
+        raws = self.client.mget([self.key("view", i) for i in ids]) if ids else []
+        return [_load(raw) for raw in raws if raw is not None]
+
     def write_changed(self, pipe):
         for view, as_read in self._views.values():
             raw = _dump(view)
             if raw != as_read:
                 pipe.set(self.key("view", view.reservation_id), raw)
                 pipe.zadd(self.key("customer", view.customer), {view.reservation_id: _score(view.created_at)})
+                if view.waiting:
+                    pipe.zadd(self.key("line", view.book_id), {view.reservation_id: _score(view.created_at)})
+                else:
+                    pipe.zrem(self.key("line", view.book_id), view.reservation_id)
 
 
 class RedisTransaction:

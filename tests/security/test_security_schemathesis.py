@@ -33,6 +33,7 @@ CHECKS = os.environ.get("SCHEMATHESIS_CHECKS", "not_a_server_error,status_code_c
 MAX_EXAMPLES = os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "25")
 SEED = os.environ.get("SCHEMATHESIS_SEED", "20261125")
 USERS = {"customer": "alice", "librarian": "librarian", "courier": "courier", None: None}
+HOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemathesis_hooks.py")
 LAST = ("logout",)  # each ends the token's session: fuzzed after the rest, with a token of their own
 
 
@@ -68,7 +69,8 @@ def _fuzz(url, tmp_path, role, operations, max_examples=MAX_EXAMPLES):
         token = Client.signed_in(url, USERS[role]).session.headers["Authorization"]
         command += ["--header", f"Authorization: {token}"]
     env = dict(os.environ, PYTHONWARNINGS="ignore", NO_COLOR="1", COLUMNS="120",
-               HYPOTHESIS_STORAGE_DIRECTORY=str(tmp_path / "hypothesis"))
+               HYPOTHESIS_STORAGE_DIRECTORY=str(tmp_path / "hypothesis"),
+               SCHEMATHESIS_HOOKS=HOOKS)  # the document's own formats (isbn)
     for attempt in (1, 2):
         result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         output = result.stdout + result.stderr

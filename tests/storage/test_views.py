@@ -99,6 +99,35 @@ def test_a_page_lists_the_customers_rows_oldest_first_and_only_theirs(open_store
     assert page(service, "nobody") == {}
 
 
+def test_queue_position_follows_the_line_and_its_moves_are_announced(open_store):
+    """Three customers wait for one title: positions 1, 2, 3 in the order they
+    reserved; the first is confirmed, someone ahead cancels: the others move
+    up, and each one whose place changed is told (mypage_changed)."""
+    store, service = open_store()
+    line = [("r-a", "alice"), ("r-b", "bob"), ("r-c", "carol"), ("r-d", "dave")]
+    for rid, customer in line:
+        handle(service, step("reservation_requested", reservation_id=rid, customer=customer))
+        eventlet.sleep(0.002)  # distinct reservation times: the order of the line
+    for rid, customer in reversed(line):  # joining the line out of order changes nothing
+        handle(service, step("reservation_waitlisted", reservation_id=rid, customer=customer))
+
+    def positions():
+        return {rid: page(service, customer)[rid]["queue_position"] for rid, customer in line}
+
+    assert positions() == {"r-a": 1, "r-b": 2, "r-c": 3, "r-d": 4}
+    before = len(changes(store))
+    handle(service, step("reservation_confirmed", reservation_id="r-a", customer="alice"))
+    assert positions() == {"r-a": None, "r-b": 1, "r-c": 2, "r-d": 3}
+    told = [c["reservation_id"] for c in changes(store)[before:]]
+    assert sorted(told) == ["r-a", "r-b", "r-c", "r-d"]
+    before = len(changes(store))
+    handle(service, step("reservation_canceled", reservation_id="r-c", customer="carol"))
+    assert positions() == {"r-a": None, "r-b": 1, "r-c": None, "r-d": 2}
+    assert sorted(c["reservation_id"] for c in changes(store)[before:]) == ["r-c", "r-d"]
+    handle(service, step("reservation_waitlisted", reservation_id="r-b", customer="bob"))  # again: nothing moves
+    assert positions() == {"r-a": None, "r-b": 1, "r-c": None, "r-d": 2}
+
+
 def test_an_event_not_published_stays_in_the_outbox_until_the_relay_sends_it(open_store):
     store, service = open_store()
     store.publisher.fail = True

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from common import events
-from mypage.domain import ReservationView
+from mypage.domain import ReservationView, line_moved
 
 
 def at(minute):
@@ -42,7 +42,8 @@ def test_a_requested_reservation_shows_up_with_its_first_history_entry():
 
     assert view.to_dict("Dune") == {
         "reservation_id": "r-1", "book_id": 7, "title": "Dune", "status": "requested",
-        "delivery_status": None, "updated_at": at(0), "history": [{"status": "requested", "at": at(0)}],
+        "delivery_status": None, "updated_at": at(0), "queue_position": None,
+        "history": [{"status": "requested", "at": at(0)}],
     }
     assert view.created_at == at(0)
 
@@ -217,3 +218,41 @@ def test_every_permutation_of_a_short_case_gives_the_same_page():
     for order in itertools.permutations(steps):
         assert view_after(*order).to_dict("Dune") == expected, order
     assert expected["status"] == "canceled" and expected["delivery_status"] == "canceled"
+
+
+# -- the line (queue_position) ---------------------------------------------------
+
+def test_queue_position_is_one_for_the_next_in_line_and_only_while_waitlisted():
+    waiting = view_after(("reservation_requested", 0), ("reservation_waitlisted", 1))
+    assert waiting.to_dict("Dune", waiting_ahead=0)["queue_position"] == 1
+    assert waiting.to_dict("Dune", waiting_ahead=2)["queue_position"] == 3
+    confirmed = view_after(("reservation_requested", 0), ("reservation_waitlisted", 1), ("reservation_confirmed", 2))
+    assert confirmed.to_dict("Dune", waiting_ahead=0)["queue_position"] is None
+    assert view_after(("reservation_requested", 0)).to_dict("Dune", 0)["queue_position"] is None
+
+
+def test_the_line_is_ordered_by_the_moment_of_reserving_then_by_id():
+    first = view_after(("reservation_requested", 2), ("reservation_waitlisted", 5))
+    earlier = ReservationView("r-0", "bob", 7)
+    earlier.apply(event("reservation_waitlisted", 3))  # its request is not here yet
+    assert first.line_key < earlier.line_key  # for now, by what it knows
+    earlier.apply(event("reservation_requested", 1))
+    assert earlier.line_key < first.line_key  # reserved first: ahead, as product serves it
+    twin = ReservationView("r-2", "carol", 7)
+    twin.apply(event("reservation_requested", 2))
+    assert first.line_key < twin.line_key  # the same moment: by id
+
+
+@pytest.mark.parametrize("steps, moved", [
+    ([("reservation_requested", 0)], False),
+    ([("reservation_requested", 0), ("reservation_waitlisted", 1)], True),
+    ([("reservation_requested", 0), ("reservation_waitlisted", 1), ("reservation_confirmed", 2)], True),
+    ([("reservation_requested", 0), ("reservation_waitlisted", 1), ("reservation_canceled", 2)], True),
+    ([("reservation_requested", 0), ("reservation_waitlisted", 1), ("reservation_waitlisted", 1)], False),
+    ([("reservation_requested", 0), ("reservation_confirmed", 1), ("reservation_waitlisted", 2)], False),
+])
+def test_the_line_moves_when_a_view_joins_or_leaves_it(steps, moved):
+    view = view_after(*steps[:-1])
+    was_waiting = view.waiting
+    view.apply(event(*steps[-1]))
+    assert line_moved(was_waiting, view) is moved
