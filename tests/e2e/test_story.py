@@ -1,10 +1,11 @@
 """The whole story of SPEC §1, through the gateway, on real processes."""
 import concurrent.futures
 import time
+import uuid
 
 import pytest
 
-from helpers import assert_invariant, eventually
+from helpers import Client, assert_invariant, eventually, isbn13
 
 pytestmark = pytest.mark.e2e
 
@@ -145,3 +146,59 @@ def test_forty_customers_for_five_copies(system, library):
     assert statuses.count("waitlisted") == 35
     assert library.anonymous.ok("GET", f"/books/{book['id']}")["stock"] == 0
     assert_invariant(system.amqp_uri, library, book["id"], ids)
+
+
+def test_a_waitlist_shows_each_customer_their_place_in_line_as_it_moves(system, library):
+    """Three customers on a one-copy title: the first gets it, the others wait
+    at 1 and 2 (MyPage's queue_position). Someone ahead cancels, the copy
+    comes back: the line moves up, and MyPage follows, from events only."""
+    carol_name = f"carol{uuid.uuid4().hex[:6]}"
+    library.anonymous.ok("POST", "/auth/register", 201, json={"username": carol_name, "password": "secret-pass"})
+    carol = Client.signed_in(library.url, carol_name, "secret-pass")
+    book = library.new_book(copies=1, title="The Dispossessed")
+    first = library.reserve(library.alice, book["id"])
+    library.wait_status(first["id"], "confirmed")
+    second = library.reserve(library.bob, book["id"])
+    library.wait_status(second["id"], "waitlisted")
+    third = library.reserve(carol, book["id"])
+    library.wait_status(third["id"], "waitlisted")
+
+    def position(customer, reservation_id):
+        return library.mypage(customer).get(reservation_id, {}).get("queue_position", "not yet")
+
+    eventually(lambda: (position(library.alice, first["id"]), position(library.bob, second["id"]),
+                        position(carol, third["id"])) == (None, 1, 2), message="positions 1 and 2")
+    library.bob.ok("POST", f"/reservations/{second['id']}/cancel")  # someone ahead cancels
+    eventually(lambda: position(carol, third["id"]) == 1, message="carol moves up")
+    library.alice.ok("POST", f"/reservations/{first['id']}/cancel")  # the copy comes back: carol gets it
+    library.wait_status(third["id"], "confirmed")
+    eventually(lambda: library.mypage(carol).get(third["id"], {}).get("status") == "confirmed")
+    assert library.mypage(carol)[third["id"]]["queue_position"] is None
+    carol.ok("POST", f"/reservations/{third['id']}/cancel")
+
+
+def test_the_catalogue_checks_isbns_refuses_a_second_title_and_searches(library):
+    word = f"Ekumen{uuid.uuid4().hex[:6]}"
+    isbn = isbn13()
+    bad = library.librarian.post("/books", json={"isbn": isbn[:-1] + str((int(isbn[-1]) + 1) % 10),
+                                                 "title": word, "author": "U. K. Le Guin", "copies": 1})
+    assert bad.status_code == 400 and list(bad.json()["error"]["details"]) == ["isbn"], bad.text
+    typed = f"{isbn[:3]}-{isbn[3]}-{isbn[4:8]}-{isbn[8:12]}-{isbn[12]}"
+    book = library.librarian.ok("POST", "/books", 201, json={
+        "isbn": typed, "title": f"The {word} Cycle", "author": "Ursula K. Le Guin", "copies": 1})
+    assert book["isbn"] == isbn
+    again = library.librarian.post("/books", json={"isbn": isbn, "title": "Again", "author": "X", "copies": 1})
+    assert again.status_code == 409, again.text
+    other = library.librarian.ok("POST", "/books", 201, json={
+        "isbn": isbn13(), "title": f"Tales of the {word.upper()}", "author": "Someone Else", "copies": 0})
+
+    def found(q, **params):
+        return library.anonymous.ok("GET", "/books", params={"q": q, **params})
+
+    assert [b["id"] for b in found(word.lower())["items"]] == [book["id"], other["id"]]
+    assert [b["id"] for b in found(typed)["items"]] == [book["id"]]  # the ISBN, typed with hyphens
+    assert [b["id"] for b in found(isbn[3:10])["items"]] == [book["id"]]  # some of its digits
+    page = found(word, limit=1)
+    assert [b["id"] for b in page["items"]] == [book["id"]] and page["next"]
+    assert [b["id"] for b in found(word, limit=1, cursor=page["next"])["items"]] == [other["id"]]
+    assert library.anonymous.get("/books", params={"q": "x" * 201}).status_code == 400
