@@ -17,7 +17,9 @@ def test_the_readme_story_runs_as_written(system):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
+    assert '"isbn": "9780441172719"' in lines[0]  # found by its ISBN, typed with a hyphen
     assert '"status": "confirmed"' in lines[1] and '"status": "waitlisted"' in lines[2]
+    assert lines[3] == "[1]"  # bob's queue_position on MyPage
     assert '"status": "returned"' in result.stdout and '"status": "canceled"' in result.stdout
     assert '"kind": "delivered"' in result.stdout and "to alice@example.org" in result.stdout
     assert '"stock": 1' in lines[-1]
