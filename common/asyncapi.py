@@ -47,7 +47,7 @@ EXAMPLE_ENVELOPE = {
 }
 EXAMPLE_VALUES = {
     "reservation_id": "9d4b2f7e-3c1a-4e8b-b6f2-1a2b3c4d5e6f", "book_id": 7, "customer": "alice",
-    "delivery_id": "2c8e6a4f-7b3d-4f1e-9a0c-5d6e7f8a9b0c", "isbn": "978-0-441-17271-9", "title": "Dune",
+    "delivery_id": "2c8e6a4f-7b3d-4f1e-9a0c-5d6e7f8a9b0c", "isbn": "9780441172719", "title": "Dune",
     "author": "Frank Herbert", "stock": 2, "quantity": 1, "position": 1, "reason": "no such title",
     "email": "alice@example.org", "address": "12 Reading Lane, Booktown",
 }

@@ -112,7 +112,7 @@ class BookEvent(Envelope):
 class BookRegistered(BookEvent):
     """A librarian registered a title."""
 
-    isbn = _str("ISBN of the title.")
+    isbn = _str("ISBN of the title: its 13 digits (an ISBN-10 is converted).")
     title = _str("Title of the book.")
     author = _str("Author of the book.")
     stock = _int("Copies in stock now.", validate=validate.Range(min=0))
