@@ -186,10 +186,10 @@ class RedisViews:
 
     def waiting_behind(self, view, limit):
         # Read, not WATCHed: those views are announced, not changed.
-        score = _score(view.created_at)
-        members = self.client.zrangebyscore(self.key("line", view.book_id), score, "+inf", withscores=True)
-        ids = [member.decode() for member, at in members
-               if at > score or member.decode() > view.reservation_id][:limit]
+        key, score = self.key("line", view.book_id), _score(view.created_at)
+        ties = [member.decode() for member in self.client.zrangebyscore(key, score, score)]
+        later = self.client.zrangebyscore(key, f"({score!r}", "+inf", start=0, num=limit)
+        ids = ([i for i in ties if i > view.reservation_id] + [member.decode() for member in later])[:limit]
         raws = self.client.mget([self.key("view", i) for i in ids]) if ids else []
         return [_load(raw) for raw in raws if raw is not None]
 
