@@ -186,8 +186,16 @@ class ReservationShipped(ReservationEvent):
     """The reservation's book is on its way."""
 
 
+def _due_at(**kwargs):
+    return UtcTimestamp(metadata={"description": "When the loan is due back, ISO 8601 in UTC (SPEC §8)."},
+                        **kwargs)
+
+
 class ReservationDelivered(ReservationEvent):
-    """The customer has the book."""
+    """The customer has the book: a loan, due back at ``due_at``."""
+
+    # Optional in the schema (added compatibly), always sent by the producer.
+    due_at = _due_at(required=False, allow_none=True)
 
 
 class ReservationReturned(ReservationEvent):
@@ -196,6 +204,23 @@ class ReservationReturned(ReservationEvent):
 
 class ReservationCanceled(ReservationEvent):
     """The reservation was canceled."""
+
+    # Optional in the schema (added compatibly), always sent by the producer.
+    canceled_by = _str("Who canceled it: customer (asked for it) or library (could not serve it).",
+                       required=False, allow_none=True, validate=validate.OneOf(["customer", "library"]))
+
+
+class LoanRenewed(ReservationEvent):
+    """The customer renewed a loan: it is due back later."""
+
+    due_at = _due_at(required=True)
+    renewals = _int("Times this loan has been renewed, this one included.", validate=validate.Range(min=1))
+
+
+class LoanOverdue(ReservationEvent):
+    """A loan was not returned by its due moment (published once per loan)."""
+
+    due_at = _due_at(required=True)
 
 
 # delivery: the delivery's lifecycle
@@ -305,6 +330,8 @@ _TYPES = [
     EventType("reservation_delivered", "reservation", ReservationDelivered, ReservationDelivered.__doc__),
     EventType("reservation_returned", "reservation", ReservationReturned, ReservationReturned.__doc__),
     EventType("reservation_canceled", "reservation", ReservationCanceled, ReservationCanceled.__doc__),
+    EventType("loan_renewed", "reservation", LoanRenewed, LoanRenewed.__doc__),
+    EventType("loan_overdue", "reservation", LoanOverdue, LoanOverdue.__doc__),
     EventType("delivery_created", "delivery", DeliveryCreated, DeliveryCreated.__doc__),
     EventType("delivery_shipped", "delivery", DeliveryShipped, DeliveryShipped.__doc__),
     EventType("delivery_delivered", "delivery", DeliveryDelivered, DeliveryDelivered.__doc__),

@@ -28,6 +28,7 @@ RESPONSES = {
     "reserve": (schemas.Reservation, [404, 409, 503]),
     "get_reservation": (schemas.Reservation, [404]),
     "cancel_reservation": (schemas.Reservation, [404, 409, 503]),
+    "renew_reservation": (schemas.Reservation, [404, 409]),
     "return_book": (schemas.Reservation, [404, 409]),
     "list_deliveries": (schemas.page_of(schemas.Delivery), []),
     "get_delivery": (schemas.Delivery, [404]),

@@ -236,6 +236,10 @@ class Reservation(Schema):
     created_at = fields.String(required=True, metadata={"format": "date-time"})
     updated_at = fields.String(required=True, metadata={"format": "date-time"})
     address = fields.String(allow_none=True, metadata={"description": "where the book goes; null: none known"})
+    due_at = fields.String(required=True, allow_none=True, metadata={
+        "format": "date-time", "description": "when the loan is due back (SPEC §8); null until delivered"})
+    renewals = fields.Integer(required=True, metadata={"description": "times the loan has been renewed"})
+    overdue = fields.Boolean(required=True, metadata={"description": "not returned by due_at"})
 
 
 class Delivery(Schema):
@@ -263,6 +267,9 @@ class MyPageReservation(Schema):
     queue_position = fields.Integer(required=True, allow_none=True, metadata={
         "description": "while waitlisted, the place in the title's line (1: the next served); else null",
         "minimum": 1})
+    due_at = fields.String(required=True, allow_none=True, metadata={
+        "format": "date-time", "description": "when the loan is due back; null until delivered"})
+    overdue = fields.Boolean(required=True, metadata={"description": "not returned by due_at"})
     history = fields.List(fields.Nested(HistoryEntry), required=True)
 
 

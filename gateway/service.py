@@ -268,7 +268,10 @@ class GatewayService:
     def reserve(self, request, user, body):
         """Reserve a title. Accepted at once (202); a copy is allocated, or the
         reservation waitlisted, as the events flow. Honours ``Idempotency-Key``.
-        The book goes to ``address``, by default the account's address now."""
+        The book goes to ``address``, by default the account's address now.
+        409, saying which, when a lending rule refuses it (SPEC §8): an overdue
+        loan, ``MAX_ACTIVE_RESERVATIONS`` live reservations, or a live
+        reservation of the same title."""
         key = request.headers.get("Idempotency-Key")
         if key is not None and not (0 < len(key) <= 128 and key.isprintable()):
             raise BadRequest("Idempotency-Key must be 1 to 128 printable characters",
@@ -297,6 +300,13 @@ class GatewayService:
         """Cancel, with its delivery, synchronously; 409 once delivered, 503
         (nothing changed) if the delivery service cannot be reached."""
         return self.reservation.cancel(_reservation_id(reservation_id), user["username"])
+
+    @api("POST", "/reservations/<reservation_id>/renew", roles={"customer"}, tag="reservations")
+    def renew_reservation(self, request, user, reservation_id):
+        """Renew a loan: ``due_at`` one loan period later. 409, saying why, when
+        it is not delivered, is overdue, was renewed ``MAX_RENEWALS`` times, or
+        another customer waits for the title (SPEC §8)."""
+        return self.reservation.renew(_reservation_id(reservation_id), user["username"])
 
     @api("POST", "/reservations/<reservation_id>/return", roles={"customer", "librarian"}, tag="reservations")
     def return_book(self, request, user, reservation_id):

@@ -17,6 +17,11 @@ The position is counted when a page is read, never stored, so it is right
 however the line moves (a copy comes back and the first is confirmed,
 someone ahead cancels): each of those moves is an event that takes a view
 out of ``waitlisted``. MyPage asks no one: the events are enough.
+
+A delivered reservation is a loan (SPEC §8): its ``due_at`` comes with
+``reservation_delivered`` and moves later with each ``loan_renewed`` (so the
+latest is the one kept, whatever the order of arrival); ``overdue`` is set
+by ``loan_overdue`` and ended by ``reservation_returned``.
 """
 RESERVATION_PROGRESS = ["requested", "waitlisted", "confirmed", "shipped", "delivered", "returned"]
 DELIVERY_PROGRESS = ["preparing", "shipped", "delivered"]
@@ -26,6 +31,7 @@ WAITLISTED = "waitlisted"
 RESERVATION_EVENTS = {f"reservation_{s}": s for s in RESERVATION_PROGRESS + [FINAL]}
 DELIVERY_EVENTS = {"delivery_created": "preparing", "delivery_shipped": "shipped",
                    "delivery_delivered": "delivered", "delivery_canceled": FINAL}
+LOAN_EVENTS = ("loan_renewed", "loan_overdue")
 
 
 class ReservationView:
@@ -38,6 +44,8 @@ class ReservationView:
         self.created_at = None
         self.updated_at = None
         self.history = []
+        self.due_at = None
+        self.overdue = False
 
     def apply(self, event):
         """Apply one reservation or delivery event; True if the view changed."""
@@ -48,6 +56,9 @@ class ReservationView:
             if _moves_forward(self.status, status, RESERVATION_PROGRESS, final_states=(FINAL, "returned")):
                 self.status = status
                 changed = True
+            changed = self._loan(event) or changed
+        elif event_type in LOAN_EVENTS:
+            changed = self._loan(event)
         elif event_type in DELIVERY_EVENTS:
             status = DELIVERY_EVENTS[event_type]
             changed = _moves_forward(self.delivery_status, status, DELIVERY_PROGRESS, final_states=(FINAL, "delivered"))
@@ -70,6 +81,19 @@ class ReservationView:
         """Its place in the line: earlier keys are served first."""
         return (self.created_at or "", self.reservation_id)
 
+    def _loan(self, event):
+        """The loan's part of an event; True if it changed the view."""
+        changed = False
+        due_at = event.get("due_at")
+        if due_at and (self.due_at is None or due_at > self.due_at):  # a renewal only ever moves it later
+            self.due_at, changed = due_at, True
+        overdue = event["event_type"] == "loan_overdue" and self.status != "returned"
+        if event["event_type"] == "reservation_returned" and self.overdue:
+            self.overdue, changed = False, True  # a return ends it
+        elif overdue and not self.overdue:
+            self.overdue, changed = True, True
+        return changed
+
     def _record(self, status, at):
         if any(entry["status"] == status for entry in self.history):
             return False
@@ -87,6 +111,8 @@ class ReservationView:
             "delivery_status": self.delivery_status,
             "updated_at": self.updated_at,
             "queue_position": queue_position(self, waiting_ahead),
+            "due_at": self.due_at,
+            "overdue": bool(self.overdue),
             "history": list(self.history),
         }
 

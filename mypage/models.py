@@ -1,5 +1,5 @@
 """How MyPage's views are stored (SQL: SQLite by default, PostgreSQL)."""
-from sqlalchemy import JSON, Column, Index, Integer, String, Table, and_, func, or_, select
+from sqlalchemy import JSON, Boolean, Column, Index, Integer, String, Table, and_, false, func, or_, select
 
 from common.store import declare_base
 from mypage.domain import WAITLISTED, ReservationView
@@ -16,6 +16,8 @@ views = Table(
     Column("created_at", String(40)),
     Column("updated_at", String(40)),
     Column("history", JSON, nullable=False),
+    Column("due_at", String(40)),  # the loan's (SPEC §8); null until delivered
+    Column("overdue", Boolean, nullable=False, default=False, server_default=false()),
     # A title's line: its waitlisted views in the order they are served (mypage.domain).
     Index("ix_reservation_views_line", "book_id", "status", "created_at", "reservation_id"),
 )

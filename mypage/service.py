@@ -59,6 +59,8 @@ class MyPageService(ServiceBase):
     on_delivery_shipped = _view_handler("delivery", "delivery_shipped")
     on_delivery_delivered = _view_handler("delivery", "delivery_delivered")
     on_delivery_canceled = _view_handler("delivery", "delivery_canceled")
+    on_loan_renewed = _view_handler("reservation", "loan_renewed")
+    on_loan_overdue = _view_handler("reservation", "loan_overdue")
 
     def _apply(self, tx, event):
         port = views.writing(tx)

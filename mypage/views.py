@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 DEFAULT_PREFIX = "bookrental:mypage"
 VIEW_FIELDS = ("reservation_id", "customer", "book_id", "status", "delivery_status",
-               "created_at", "updated_at", "history")
+               "created_at", "updated_at", "history", "due_at", "overdue")
 
 
 def is_redis(uri):
@@ -129,7 +129,8 @@ def _load(raw):
     data = json.loads(raw)
     view = ReservationView(data["reservation_id"], data["customer"], data["book_id"])
     for name in VIEW_FIELDS[3:]:
-        setattr(view, name, data[name])
+        if name in data:  # a view written before a field existed keeps the field's default
+            setattr(view, name, data[name])
     return view
 
 

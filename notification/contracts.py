@@ -17,27 +17,13 @@ CONSUMES = [
     {"producer": "reservation", "event": "reservation_shipped", "handler": "on_reservation_shipped",
      "reads": _RESERVATION},
     {"producer": "reservation", "event": "reservation_delivered", "handler": "on_reservation_delivered",
-     "reads": _RESERVATION},
+     "reads": {**_RESERVATION, "due_at": {"type": "string", "required": False, "nullable": True}}},
     {"producer": "reservation", "event": "reservation_returned", "handler": "on_reservation_returned",
      "reads": _RESERVATION},
     {"producer": "reservation", "event": "reservation_canceled", "handler": "on_reservation_canceled",
-     "reads": _RESERVATION},
+     "reads": {**_RESERVATION, "canceled_by": {"type": "string", "required": False, "nullable": True}}},
+    {"producer": "reservation", "event": "loan_renewed", "handler": "on_loan_renewed",
+     "reads": {**_RESERVATION, "due_at": "string"}},
+    {"producer": "reservation", "event": "loan_overdue", "handler": "on_loan_overdue",
+     "reads": {**_RESERVATION, "due_at": {"type": "string", "required": False, "nullable": True}}},
 ]
-
-# What the lending work (#17-a, contract: coord/lending-notices-contract.md)
-# adds. The service already reads these (``event.get``) and handles the two
-# new events as soon as common/events.py declares them; when it does, this
-# goes into CONSUMES above (tests/contracts says so until then: "notification
-# handles events its contract does not declare").
-WHEN_LENDING_LANDS = {
-    "reads": {
-        "reservation_delivered": {"due_at": {"type": "string", "required": False, "nullable": True}},
-        "reservation_canceled": {"canceled_by": {"type": "string", "required": False, "nullable": True}},
-    },
-    "consumes": [
-        {"producer": "reservation", "event": "loan_renewed", "handler": "on_loan_renewed",
-         "reads": {**_RESERVATION, "due_at": "string"}},
-        {"producer": "reservation", "event": "loan_overdue", "handler": "on_loan_overdue",
-         "reads": {**_RESERVATION, "due_at": {"type": "string", "required": False, "nullable": True}}},
-    ],
-}

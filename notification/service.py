@@ -22,7 +22,6 @@ import time
 from nameko.dependency_providers import Config
 from nameko.timer import timer
 
-from common import events
 from common.handlers import handles
 from common.rpc import rpc
 from common.service import ServiceBase
@@ -99,17 +98,14 @@ class NotificationService(ServiceBase):
         self._loan(tx, event).end()
         self._notify(tx, event)  # only when the library canceled it (domain.notice_for)
 
-    # The lending events (issue #17-a): handled once common.events declares them.
-    if "loan_renewed" in events.TYPES:
-        @handles("reservation", "loan_renewed")
-        def on_loan_renewed(self, tx, event):
-            self._loan(tx, event).due(event["due_at"], self._due_soon_seconds())
+    @handles("reservation", "loan_renewed")
+    def on_loan_renewed(self, tx, event):
+        self._loan(tx, event).due(event["due_at"], self._due_soon_seconds())
 
-    if "loan_overdue" in events.TYPES:
-        @handles("reservation", "loan_overdue")
-        def on_loan_overdue(self, tx, event):
-            self._loan(tx, event).end()
-            self._notify(tx, event)
+    @handles("reservation", "loan_overdue")
+    def on_loan_overdue(self, tx, event):
+        self._loan(tx, event).end()
+        self._notify(tx, event)
 
     # -- timers ---------------------------------------------------------
 

@@ -14,10 +14,16 @@ when the state does not allow them.
 Each method returns the event types the change causes; the service writes
 them to the outbox in the same transaction as the change.
 
+A delivered reservation is a loan (SPEC §8): it has a ``due_at``, may be
+renewed, and falls overdue; ``LendingRules`` holds the settings and the
+checks a new reservation must pass.
+
 The cancel of a reservation that may have a delivery spans two services
 (SPEC §1.5); ``CancelIntent`` below is how it stays whole or absent after
 any crash (docs/reliability.md, "The synchronous cancel").
 """
+from datetime import datetime, timedelta
+
 from common.errors import NotAllowed
 
 REQUESTED = "requested"
@@ -30,10 +36,62 @@ CANCELED = "canceled"
 
 PROGRESS = [REQUESTED, WAITLISTED, CONFIRMED, SHIPPED, DELIVERED, RETURNED]
 HOLDS_A_COPY = {CONFIRMED, SHIPPED, DELIVERED}
+LIVE = {REQUESTED, WAITLISTED, CONFIRMED, SHIPPED, DELIVERED}  # what the lending limits count
 CANCELABLE = {REQUESTED, WAITLISTED, CONFIRMED, SHIPPED}
 FINISHED = {RETURNED, CANCELED}
 # The events that say where the book goes (delivery reads it from the confirmation).
 ADDRESSED = {"reservation_requested", "reservation_confirmed"}
+# Who canceled (reservation_canceled.canceled_by): the customer asked for it,
+# or the library could not serve it (notices tell only about the latter).
+BY_CUSTOMER = "customer"
+BY_LIBRARY = "library"
+
+
+class LendingRules:
+    """The lending rules of SPEC §8, as settings (``config.yml``, each
+    overridable by the environment variable of the same name)."""
+
+    def __init__(self, loan_period=1209600, max_renewals=2, max_active=5, allow_same_title_twice=False):
+        self.loan_period = float(loan_period)  # seconds from delivery to due
+        self.max_renewals = int(max_renewals)
+        self.max_active = int(max_active)  # live reservations per customer; 0: no limit
+        self.allow_same_title_twice = bool(allow_same_title_twice)
+
+    @classmethod
+    def from_config(cls, config):
+        def setting(name, default):
+            value = config.get(name)
+            return default if value is None or value == "" else value
+        return cls(
+            loan_period=setting("LOAN_PERIOD_SECONDS", 1209600),
+            max_renewals=setting("MAX_RENEWALS", 2),
+            max_active=setting("MAX_ACTIVE_RESERVATIONS", 5),
+            allow_same_title_twice=_true(setting("ALLOW_SAME_TITLE_TWICE", False)))
+
+    def check_reserve(self, book_id, held, now):
+        """Raise ``NotAllowed`` (409) if a customer who holds ``held`` (their
+        live reservations) may not reserve ``book_id`` now; the message says
+        which rule refuses it."""
+        overdue = [r for r in held if r.is_overdue(now)]
+        if overdue:
+            raise NotAllowed("you have an overdue loan: return it before reserving again",
+                             rule="overdue", reservation_id=overdue[0].id)
+        if self.max_active and len(held) >= self.max_active:
+            raise NotAllowed(f"you already hold {len(held)} live reservations, the most allowed is "
+                             f"{self.max_active}", rule="MAX_ACTIVE_RESERVATIONS", limit=self.max_active)
+        if not self.allow_same_title_twice and any(r.book_id == book_id for r in held):
+            raise NotAllowed("you already hold a live reservation of this title",
+                             rule="ALLOW_SAME_TITLE_TWICE", book_id=book_id)
+
+
+def _true(value):
+    return value is True or str(value).strip().lower() in ("true", "1", "yes", "on")
+
+
+def later(moment, seconds):
+    """The ISO 8601 UTC moment ``seconds`` after ``moment`` (an ISO 8601 string)."""
+    at = datetime.fromisoformat(moment.replace("Z", "+00:00")) + timedelta(seconds=seconds)
+    return at.isoformat(timespec="microseconds")
 
 
 class Reservation:
@@ -48,6 +106,11 @@ class Reservation:
         # Where the book goes, fixed when reserved: a later change of the
         # customer's account address is for later reservations.
         self.address = address
+        # The loan (SPEC §8): set once delivered.
+        self.due_at = None  # ISO 8601 UTC, the format of now_iso (so strings compare as times)
+        self.renewals = 0
+        self.overdue = False
+        self.canceled_by = None  # BY_CUSTOMER or BY_LIBRARY, once canceled
 
     @classmethod
     def request(cls, id, book_id, customer, now, idempotency_key=None, address=None):
@@ -65,8 +128,13 @@ class Reservation:
     def shipped(self, now):
         return self._advance(SHIPPED, now)
 
-    def delivered(self, now):
-        return self._advance(DELIVERED, now)
+    def delivered(self, now, loan_period=LendingRules().loan_period, delivered_at=None):
+        """The customer has the book: the loan runs ``loan_period`` seconds
+        from the moment of delivery (``delivered_at``, by default ``now``)."""
+        caused = self._advance(DELIVERED, now)
+        if caused:
+            self.due_at = later(delivered_at or now, loan_period)
+        return caused
 
     def delivery_canceled(self, now):
         """delivery has canceled this reservation's delivery. That only
@@ -74,14 +142,14 @@ class Reservation:
         the reservation is canceled too, however far the request that asked
         got (it may have died, or been told 503)."""
         if self.status in CANCELABLE:
-            return self._become(CANCELED, now)
+            return self._canceled(BY_CUSTOMER, now)
         return []
 
     def allocation_refused(self, now):
         """The title does not exist: the reservation can never be served."""
         if self.status in FINISHED or self.status in HOLDS_A_COPY:
             return []
-        return self._become(CANCELED, now)
+        return self._canceled(BY_LIBRARY, now)
 
     # -- what the customer asks -----------------------------------------
 
@@ -99,7 +167,7 @@ class Reservation:
         self.check_cancel()
         if self.status == CANCELED:
             return []
-        return self._become(CANCELED, now)
+        return self._canceled(BY_CUSTOMER, now)
 
     def intend_cancel(self, correlation_id, expires_at):
         """The first step of a cancel that needs delivery's: check that it
@@ -111,7 +179,34 @@ class Reservation:
         if self.status != DELIVERED:
             raise NotAllowed(f"only a delivered reservation can be returned, this one is {self.status}",
                              status=self.status)
+        self.overdue = False  # a return ends it
         return self._become(RETURNED, now)
+
+    # -- the loan -------------------------------------------------------
+
+    def is_overdue(self, now):
+        """Overdue: delivered, and due before ``now`` (whether or not the
+        timer has marked it yet)."""
+        return self.status == DELIVERED and (self.overdue or (self.due_at is not None and self.due_at <= now))
+
+    def renew(self, now, rules, someone_waits):
+        """Move ``due_at`` one loan period later, from the current ``due_at``;
+        ``someone_waits``: another customer waits for this title."""
+        if self.status != DELIVERED:
+            raise NotAllowed(f"only a delivered loan can be renewed, this reservation is {self.status}",
+                             status=self.status)
+        if self.is_overdue(now):
+            raise NotAllowed(f"this loan is overdue (it was due {self.due_at}): return it", due_at=self.due_at)
+        if self.renewals >= rules.max_renewals:
+            raise NotAllowed(f"this loan has been renewed {self.renewals} times, the most allowed is "
+                             f"{rules.max_renewals}", renewals=self.renewals, limit=rules.max_renewals)
+        if someone_waits:
+            raise NotAllowed("another customer is waiting for this title: please return it by its due date",
+                             due_at=self.due_at)
+        self.due_at = later(self.due_at, rules.loan_period)
+        self.renewals += 1
+        self.updated_at = now
+        return ["loan_renewed"]
 
     # -- mechanics ------------------------------------------------------
 
@@ -119,6 +214,10 @@ class Reservation:
         if self.status in FINISHED or PROGRESS.index(status) <= PROGRESS.index(self.status):
             return []
         return self._become(status, now)
+
+    def _canceled(self, by, now):
+        self.canceled_by = by
+        return self._become(CANCELED, now)
 
     def _become(self, status, now):
         self.status = status
@@ -129,6 +228,12 @@ class Reservation:
         fields = {"reservation_id": self.id, "book_id": self.book_id, "customer": self.customer}
         if event_type in ADDRESSED:
             fields["address"] = self.address
+        if event_type in ("reservation_delivered", "loan_renewed", "loan_overdue"):
+            fields["due_at"] = self.due_at
+        if event_type == "loan_renewed":
+            fields["renewals"] = self.renewals
+        if event_type == "reservation_canceled":
+            fields["canceled_by"] = self.canceled_by or BY_CUSTOMER
         return fields
 
     def to_dict(self):
@@ -140,6 +245,9 @@ class Reservation:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "address": self.address,
+            "due_at": self.due_at,
+            "renewals": self.renewals or 0,
+            "overdue": bool(self.overdue),
         }
 
 

@@ -1,8 +1,9 @@
 """How reservations are stored: the domain class mapped onto a table."""
-from sqlalchemy import Column, Float, Integer, String, Table, UniqueConstraint, select
+from sqlalchemy import Boolean, Column, Float, Index, Integer, String, Table, UniqueConstraint, false, select, text
+
 
 from common.store import declare_base
-from reservation.domain import CancelIntent, Reservation
+from reservation.domain import DELIVERED, LIVE, WAITLISTED, CancelIntent, Reservation
 
 Base = declare_base()
 
@@ -16,7 +17,14 @@ reservations = Table(
     Column("updated_at", String(40), nullable=False),
     Column("idempotency_key", String(128), nullable=True),
     Column("address", String(300), nullable=True),  # where the book goes; null when none was known
+    # The loan (SPEC §8; reservation.domain): null / 0 / false until delivered.
+    Column("due_at", String(40), nullable=True),
+    Column("renewals", Integer, nullable=False, default=0, server_default="0"),
+    Column("overdue", Boolean, nullable=False, default=False, server_default=false()),
+    Column("canceled_by", String(16), nullable=True),
     UniqueConstraint("customer", "idempotency_key", name="one_reservation_per_idempotency_key"),
+    # The overdue check's scan: delivered loans, by due moment.
+    Index("ix_reservations_status_due_at", "status", "due_at"),
 )
 Base.registry.map_imperatively(Reservation, reservations)
 
@@ -34,6 +42,54 @@ Base.registry.map_imperatively(CancelIntent, cancel_intents)
 
 def find(session, reservation_id):
     return session.get(Reservation, reservation_id)
+
+
+def held_by(session, customer):
+    """The customer's live reservations (what the lending limits count)."""
+    return session.scalars(
+        select(Reservation).where(Reservation.customer == customer, Reservation.status.in_(LIVE))).all()
+
+
+def serialize_customer(session, customer):
+    """Make this transaction the only one creating a reservation for
+    ``customer`` until it ends, so that the lending limits are checked and
+    the reservation written as one step even when one customer sends many
+    requests at once. SQLite has one writer at a time (BEGIN IMMEDIATE,
+    common.store) already; on PostgreSQL a transaction-scoped advisory lock
+    on the customer's name does it (held until commit or rollback), whatever
+    the other writers of the service do meanwhile."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                        {"key": f"reservation-customer:{customer}"})
+
+
+def someone_waits(session, book_id, customer):
+    """Does another customer wait for ``book_id``? Reservation knows it from
+    its own reservations: one is ``waitlisted`` from product's
+    ``waitlist_joined`` until a copy is allocated to it (``copy_allocated``)
+    or it is canceled, which is exactly "waiting for the title"."""
+    return session.scalar(
+        select(Reservation.id).where(Reservation.book_id == book_id, Reservation.status == WAITLISTED,
+                                     Reservation.customer != customer).limit(1)) is not None
+
+
+def loans_due(session, now, limit):
+    """The ids of the delivered loans due by ``now`` and not yet marked overdue."""
+    return session.scalars(
+        select(Reservation.id).where(Reservation.status == DELIVERED, Reservation.overdue == false(),
+                                     Reservation.due_at <= now).order_by(Reservation.due_at).limit(limit)).all()
+
+
+def mark_overdue(session, reservation_id, now):
+    """Mark one loan overdue if it still is due and not marked: True for the
+    one transaction that does it (a conditional UPDATE: of several replicas
+    checking at the same moment, only one sees its row change)."""
+    changed = session.execute(
+        reservations.update()
+        .where(reservations.c.id == reservation_id, reservations.c.status == DELIVERED,
+               reservations.c.overdue == false(), reservations.c.due_at <= now)
+        .values(overdue=True, updated_at=now))
+    return changed.rowcount == 1
 
 
 def find_by_idempotency_key(session, customer, key):

@@ -1,8 +1,9 @@
 """The reservation service: Nameko adapters around ``reservation.domain``.
 
-Inbound: RPC for the gateway (create, get, cancel, return), handlers for
-the events of ``product`` (allocation) and ``delivery`` (shipping, a
-canceled delivery) and a timer that settles the cancels left in flight.
+Inbound: RPC for the gateway (create, get, cancel, return, renew), handlers
+for the events of ``product`` (allocation) and ``delivery`` (shipping, a
+canceled delivery), a timer that settles the cancels left in flight and one
+that finds the loans fallen overdue.
 Outbound: the store (with its outbox) and the synchronous cancel to
 ``delivery``, behind a timeout and a circuit breaker.
 """
@@ -12,6 +13,7 @@ import logging
 import time
 import uuid
 
+from nameko.dependency_providers import Config
 from sqlalchemy.exc import IntegrityError
 
 from common import correlation, faults
@@ -23,11 +25,12 @@ from common.service import ServiceBase
 from common.store import Store
 from common.timers import every
 from reservation import models
-from reservation.domain import CANCELED, COMPLETE, DROP, WAIT, Reservation
+from reservation.domain import CANCELED, COMPLETE, DROP, WAIT, LendingRules, Reservation
 
 log = logging.getLogger(__name__)
 
 RECOVERY_BATCH = 500  # intents settled per recovery round
+OVERDUE_BATCH = 500  # loans marked overdue per transaction of the overdue check
 
 
 class ReservationService(ServiceBase):
@@ -35,18 +38,42 @@ class ReservationService(ServiceBase):
 
     store = Store(models.Base)
     delivery = ServiceRpc("delivery", timeout_key="CANCEL_TIMEOUT", default=2.0, breaker=True)
+    config = Config()
+
+    @property
+    def rules(self):
+        return LendingRules.from_config(self.config)
 
     @rpc
     def create(self, book_id, customer, idempotency_key=None, address=None):
+        """Reserve, if the lending rules (SPEC §8) allow it; ``NotAllowed``
+        (409) says which one does not. The rules are checked and the
+        reservation written in one transaction that holds the customer's
+        turn (``models.serialize_customer``), so twenty requests of one
+        customer at once cannot all pass a check made before any is written.
+        A replay of an idempotent request answers what it answered first."""
         with self.store.reading() as session:
             if idempotency_key:
                 existing = models.find_by_idempotency_key(session, customer, idempotency_key)
                 if existing is not None:
                     return self._replay(existing, book_id)
+        rules = self.rules
         try:
             with self.store.transaction() as tx:
+                models.serialize_customer(tx.session, customer)
+                now = now_iso()
+                if idempotency_key:  # the same key, sent twice at the same moment: the first one's answer
+                    existing = models.find_by_idempotency_key(tx.session, customer, idempotency_key)
+                    if existing is not None:
+                        return self._replay(existing, book_id)
+                try:
+                    rules.check_reserve(book_id, models.held_by(tx.session, customer), now)
+                except NotAllowed as refused:
+                    log.info("reservation refused: %s", refused.message,
+                             extra={"book_id": book_id, "rule": refused.details.get("rule")})
+                    raise
                 reservation, caused = Reservation.request(
-                    str(uuid.uuid4()), book_id, customer, now_iso(), idempotency_key, address)
+                    str(uuid.uuid4()), book_id, customer, now, idempotency_key, address)
                 tx.session.add(reservation)
                 self._emit(tx, reservation, caused)
                 created = reservation.to_dict()
@@ -145,6 +172,19 @@ class ReservationService(ServiceBase):
             self._emit(tx, reservation, reservation.return_book(now_iso()))
             return reservation.to_dict()
 
+    @rpc
+    def renew(self, reservation_id, customer=None):
+        """Renew a loan: ``due_at`` one loan period later; ``NotAllowed``
+        (409) says why not (SPEC §8)."""
+        with self.store.transaction() as tx:
+            reservation = self._owned(tx.session, reservation_id, customer)
+            waits = models.someone_waits(tx.session, reservation.book_id, reservation.customer)
+            self._emit(tx, reservation, reservation.renew(now_iso(), self.rules, waits))
+            renewed = reservation.to_dict()
+        log.info("loan renewed", extra={"reservation_id": reservation_id, "due_at": renewed["due_at"],
+                                        "renewals": renewed["renewals"]})
+        return renewed
+
     # -- what the other services tell us --------------------------------
 
     @handles("product", "copy_allocated")
@@ -165,7 +205,10 @@ class ReservationService(ServiceBase):
 
     @handles("delivery", "delivery_delivered")
     def on_delivery_delivered(self, tx, event):
-        self._apply(tx, event, Reservation.delivered)
+        # The loan runs from the moment the courier handed the book over.
+        loan_period = self.rules.loan_period
+        self._apply(tx, event, lambda reservation, now: reservation.delivered(
+            now, loan_period, delivered_at=event["occurred_at"]))
 
     @handles("delivery", "delivery_canceled")
     def on_delivery_canceled(self, tx, event):
@@ -236,6 +279,37 @@ class ReservationService(ServiceBase):
                 log.info("cancel completed by recovery", extra={
                     "reservation_id": reservation_id, "completed_by": "recovery"})
         return outcome
+
+    # -- loans fallen overdue ---------------------------------------------
+
+    @every("OVERDUE_CHECK_SECONDS", 60.0)
+    def check_overdue(self):
+        """Mark the loans not returned by their due moment overdue, and
+        publish ``loan_overdue`` once for each (at start, then every
+        ``OVERDUE_CHECK_SECONDS``).
+
+        Every replica runs this timer. Each loan is marked by a conditional
+        UPDATE (``... WHERE overdue = false``, ``models.mark_overdue``) in the
+        transaction that writes its event to the outbox: when two replicas
+        check at the same moment, only the one whose UPDATE changed the row
+        emits, and the outbox publishes what was committed, so the event is
+        neither lost nor published twice. A return (``overdue`` false again,
+        status ``returned``) takes the loan out of the check."""
+        now = now_iso()
+        with self.store.reading() as session:
+            due = models.loans_due(session, now, OVERDUE_BATCH)
+        if not due:
+            return
+        marked = 0
+        with self.store.transaction() as tx:
+            for reservation_id in due:
+                if not models.mark_overdue(tx.session, reservation_id, now):
+                    continue  # returned meanwhile, or another replica was first
+                reservation = models.find(tx.session, reservation_id)
+                self._emit(tx, reservation, ["loan_overdue"])
+                marked += 1
+                log.info("loan overdue", extra={"reservation_id": reservation_id, "due_at": reservation.due_at})
+        log.info("overdue check: %d loans fell overdue", marked, extra={"marked": marked})
 
     # -- helpers --------------------------------------------------------
 

@@ -34,6 +34,10 @@ def throwaway_vhost(prefix="bookrental-test"):
         requests.delete(url, timeout=10)
 
 
+LENDING_LIMITS_OFF = {"MAX_ACTIVE_RESERVATIONS": "0", "ALLOW_SAME_TITLE_TWICE": "true"}
+LENDING_LIMITS_ON = {"MAX_ACTIVE_RESERVATIONS": "5", "ALLOW_SAME_TITLE_TWICE": "false"}  # the defaults
+
+
 @contextlib.contextmanager
 def running_system(state_dir, env=None, amqp_uri=None, heal=True):
     """The five services as processes on a vhost, databases and port of their
@@ -49,6 +53,9 @@ def running_system(state_dir, env=None, amqp_uri=None, heal=True):
             "GATEWAY_ADDRESS": f"127.0.0.1:{free_port()}",
             "CANCEL_TIMEOUT": "2",
             "CIRCUIT_RESET_TIMEOUT": "3",
+            # The tests not about the lending limits (SPEC §8) reserve as much as
+            # they need; those about them pass the limits in ``env``.
+            **LENDING_LIMITS_OFF,
             **(env or {}),
         })
         cluster.amqp_uri = amqp_uri

@@ -4,9 +4,9 @@ invalid event raises InvalidEvent."""
 from datetime import datetime, timedelta
 
 import pytest
-from marshmallow import fields
+from marshmallow import fields, validate
 
-from common.events import SCHEMA_VERSION, TYPES, InvalidEvent, make, parse
+from common.events import SCHEMA_VERSION, TYPES, InvalidEvent, UtcTimestamp, make, parse
 
 ENVELOPE = {"event_id", "event_type", "occurred_at", "correlation_id", "schema_version"}
 
@@ -17,7 +17,13 @@ def sample_fields(event_type):
     for name, field in TYPES[event_type].schema().fields.items():
         if name in ENVELOPE:
             continue
-        values[name] = 3 if isinstance(field, fields.Integer) else f"{name}-value"
+        choices = [v.choices for v in field.validators if isinstance(v, validate.OneOf)]
+        if choices:
+            values[name] = list(choices[0])[0]
+        elif isinstance(field, UtcTimestamp):
+            values[name] = "2024-05-01T10:00:00.000000+00:00"
+        else:
+            values[name] = 3 if isinstance(field, fields.Integer) else f"{name}-value"
     return values
 
 

@@ -44,6 +44,7 @@ def test_a_requested_reservation_shows_up_with_its_first_history_entry():
         "reservation_id": "r-1", "book_id": 7, "title": "Dune", "status": "requested",
         "delivery_status": None, "updated_at": at(0), "queue_position": None,
         "history": [{"status": "requested", "at": at(0)}],
+        "due_at": None, "overdue": False,
     }
     assert view.created_at == at(0)
 
@@ -256,3 +257,37 @@ def test_the_line_moves_when_a_view_joins_or_leaves_it(steps, moved):
     was_waiting = view.waiting
     view.apply(event(*steps[-1]))
     assert line_moved(was_waiting, view) is moved
+
+
+# -- the loan (SPEC §8) ------------------------------------------------------------------------
+
+def loan_event(event_type, minute, due_at=None):
+    fields = {"reservation_id": "r-1", "book_id": 7, "customer": "alice", "occurred_at": at(minute)}
+    if due_at:
+        fields["due_at"] = due_at
+    if event_type == "loan_renewed":
+        fields["renewals"] = 1
+    return events.make(event_type, "corr-1", **fields)
+
+
+def test_due_at_comes_with_the_delivery_and_moves_later_with_a_renewal_in_any_order():
+    steps = [loan_event("reservation_delivered", 1, due_at=at(20)), loan_event("loan_renewed", 2, due_at=at(40))]
+    for order in (steps, list(reversed(steps))):
+        view = ReservationView("r-1", "alice", 7)
+        for step in order:
+            view.apply(step)
+        assert view.to_dict("Dune")["due_at"] == at(40)
+
+
+def test_overdue_is_set_by_loan_overdue_and_ended_by_the_return_in_any_order():
+    view = view_after(("reservation_requested", 0))
+    assert view.apply(loan_event("reservation_delivered", 1, due_at=at(5))) is True
+    assert view.apply(loan_event("loan_overdue", 6, due_at=at(5))) is True
+    assert view.to_dict("Dune")["overdue"] is True
+    assert view.apply(loan_event("loan_overdue", 6, due_at=at(5))) is False  # twice: no change
+    view.apply(event("reservation_returned", 7))
+    assert view.to_dict("Dune")["overdue"] is False
+
+    late = view_after(("reservation_requested", 0), ("reservation_returned", 7))
+    late.apply(loan_event("loan_overdue", 6, due_at=at(5)))  # arrives after the return
+    assert late.to_dict("Dune")["overdue"] is False

@@ -60,6 +60,7 @@ def test_a_new_reservation_is_requested_and_announces_it():
     assert reservation.to_dict() == {
         "id": "r-1", "book_id": 7, "customer": "alice", "status": "requested",
         "created_at": at(0), "updated_at": at(0), "address": None,
+        "due_at": None, "renewals": 0, "overdue": False,
     }
     assert reservation.event_fields() == {"reservation_id": "r-1", "book_id": 7, "customer": "alice"}
 
