@@ -50,6 +50,7 @@ EXAMPLE_VALUES = {
     "delivery_id": "2c8e6a4f-7b3d-4f1e-9a0c-5d6e7f8a9b0c", "isbn": "9780441172719", "title": "Dune",
     "author": "Frank Herbert", "stock": 2, "quantity": 1, "position": 1, "reason": "no such title",
     "email": "alice@example.org", "address": "12 Reading Lane, Booktown",
+    "due_at": "2024-05-15T10:00:00.000000+00:00", "renewals": 1, "canceled_by": "customer",
 }
 EXAMPLE_STATUS = {"delivery_created": "preparing", "delivery_shipped": "shipped",
                   "delivery_delivered": "delivered", "delivery_canceled": "canceled"}

@@ -65,7 +65,7 @@ def test_a_reservation_appears_with_its_title_and_the_change_is_announced(mypage
     assert mypage_db.one("SELECT title FROM titles WHERE book_id = 7")["title"] == "Dune"
     assert page(rpc) == {"customer": "alice", "reservations": [{
         "reservation_id": "r-1", "book_id": 7, "title": "Dune", "status": "requested", "delivery_status": None,
-        "updated_at": requested["occurred_at"], "queue_position": None,
+        "updated_at": requested["occurred_at"], "queue_position": None, "due_at": None, "overdue": False,
         "history": [{"status": "requested", "at": requested["occurred_at"]}]}]}
 
     changed = emitted.wait_for("mypage_changed")
