@@ -203,7 +203,9 @@ def main(argv=None):
         state = tempfile.mkdtemp(prefix="bookrental-soak-")
         cluster = Cluster(state_dir=state, env={
             "AMQP_URI": amqp_uri, "GATEWAY_ADDRESS": f"127.0.0.1:{free_port()}",
-            "RATE_LIMIT_ENABLED": "false", "LOG_LEVEL": "WARNING"})
+            "RATE_LIMIT_ENABLED": "false", "LOG_LEVEL": "WARNING",
+            # its customers reserve the same titles over and over: no lending limits (SPEC §8)
+            "MAX_ACTIVE_RESERVATIONS": "0", "ALLOW_SAME_TITLE_TWICE": "true"})
         cluster.amqp_uri = amqp_uri
         try:
             cluster.up(timeout=120)

@@ -1,34 +1,32 @@
-"""Accounts, addresses and notices (SPEC §5, §9), end to end on a system of
-this module's own: real processes, the real broker, the development mail
-catcher that ``make up`` starts (``ops/mailcatcher.py``) as the mail server.
-
-The due-soon, overdue and library-cancel notices need the lending work
-(issue #17-a: ``reservation_delivered.due_at``, ``loan_overdue``,
-``reservation_canceled.canceled_by``); their tests skip, saying so, until
-common/events.py declares those."""
+"""Accounts, addresses, loans and notices (SPEC §5, §8, §9), end to end on a
+system of this module's own: real processes, the real broker, the
+development mail catcher that ``make up`` starts (``ops/mailcatcher.py``) as
+the mail server, and the lending rules as their defaults say, except for
+short periods (through the environment, as an operator would set them), so
+that a loan falls due in seconds."""
+import concurrent.futures
 import time
 import uuid
+from datetime import datetime
 
 import pytest
 
-from common import events
-from helpers import Client, Library, eventually, running_system
+from helpers import LENDING_LIMITS_ON, Client, Library, eventually, running_system
 from ops.mailcatcher import caught
 
 pytestmark = pytest.mark.e2e
 
-LENDING = "loan_overdue" in events.TYPES and "due_at" in events.TYPES["reservation_delivered"].schema().fields
-CANCELED_BY = "canceled_by" in events.TYPES["reservation_canceled"].schema().fields
-needs_lending = pytest.mark.skipif(not LENDING, reason="needs the lending events of #17-a (due_at, loan_overdue)")
+LOAN_PERIOD = 8  # seconds
 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
     """Short periods, so that reminders and overdue loans come in seconds;
-    a mail server that comes back is tried again within a second."""
+    a mail server that comes back is tried again within a second. The
+    lending limits are the defaults (each test signs up its own customers)."""
     with running_system(tmp_path_factory.mktemp("notices"), env={
-            "SMTP_RETRY_MAX_SECONDS": "1", "LOAN_PERIOD_SECONDS": "8", "DUE_SOON_SECONDS": "5",
-            "OVERDUE_CHECK_SECONDS": "1"}) as cluster:
+            "SMTP_RETRY_MAX_SECONDS": "1", "LOAN_PERIOD_SECONDS": str(LOAN_PERIOD), "DUE_SOON_SECONDS": "5",
+            "OVERDUE_CHECK_SECONDS": "1", **LENDING_LIMITS_ON}) as cluster:
         yield cluster
 
 
@@ -102,11 +100,11 @@ def test_bad_contact_details_are_400_on_the_field(library, body, field):
 # -- addresses end to end ------------------------------------------------------------------------
 
 def test_the_courier_sees_where_each_delivery_goes(library):
-    book = library.new_book(copies=3)
+    book, other = library.new_book(copies=3), library.new_book(copies=1)
     _, reader = sign_up(library, address="7 Seventh Avenue")
     _, homeless = sign_up(library)
     by_default = library.reserve(reader, book["id"])
-    given = reader.ok("POST", "/reservations", 202, json={"book_id": book["id"], "address": "The office, 9 Work Rd"})
+    given = reader.ok("POST", "/reservations", 202, json={"book_id": other["id"], "address": "The office, 9 Work Rd"})
     nowhere = library.reserve(homeless, book["id"])
     assert by_default["address"] == "7 Seventh Avenue" and given["address"] == "The office, 9 Work Rd"
 
@@ -118,12 +116,12 @@ def test_the_courier_sees_where_each_delivery_goes(library):
 
 
 def test_a_changed_address_applies_only_to_later_reservations(library):
-    book = library.new_book(copies=2)
+    book, other = library.new_book(copies=1), library.new_book(copies=1)
     _, reader = sign_up(library, address="Old House, 1 Past Lane")
     before = library.reserve(reader, book["id"])
     library.delivery_for(before["id"])
     reader.ok("PATCH", "/account", json={"address": "New House, 2 Future Road"})
-    after = library.reserve(reader, book["id"])
+    after = library.reserve(reader, other["id"])
 
     assert library.delivery_for(after["id"])["address"] == "New House, 2 Future Road"
     assert library.delivery_for(before["id"])["address"] == "Old House, 1 Past Lane"  # already on its way
@@ -171,11 +169,11 @@ def test_a_customer_with_no_email_gets_notices_recorded_not_mailed(system, libra
 
 
 def test_a_mail_server_that_is_down_delays_the_mails_and_loses_none(system, library):
-    book = library.new_book(copies=3)
+    books = [library.new_book(copies=1) for _ in range(3)]  # one live reservation per title (SPEC §8)
     _, reader = sign_up(library, email="patient@example.org")
     system.stop("mailcatcher")
     try:
-        reservations = [library.reserve(reader, book["id"]) for _ in range(3)]
+        reservations = [library.reserve(reader, book["id"]) for book in books]
         eventually(lambda: len([n for n in notices(reader) if n["kind"] == "confirmed"]) == 3, timeout=30)
         time.sleep(2)  # the mails are tried, and deferred
         assert mails(system, "patient@example.org") == []
@@ -189,9 +187,9 @@ def test_a_mail_server_that_is_down_delays_the_mails_and_loses_none(system, libr
 
 
 def test_notices_are_paged_newest_first(library):
-    book = library.new_book(copies=3)
+    books = [library.new_book(copies=1) for _ in range(3)]
     _, reader = sign_up(library)
-    ids = [library.reserve(reader, book["id"])["id"] for _ in range(3)]
+    ids = [library.reserve(reader, book["id"])["id"] for book in books]
     eventually(lambda: len(notices(reader)) == 3, timeout=30)
     page = reader.ok("GET", "/notifications", params={"limit": 2})
     rest = reader.ok("GET", "/notifications", params={"limit": 2, "cursor": page["next"]})
@@ -201,9 +199,8 @@ def test_notices_are_paged_newest_first(library):
     assert reader.get("/notifications", params={"cursor": "yesterday"}).status_code == 400
 
 
-# -- with the lending work (#17-a) ------------------------------------------------------------
+# -- notices of the loans ----------------------------------------------------------------------
 
-@needs_lending
 def test_a_loan_is_reminded_before_it_is_due_then_told_it_is_overdue_each_once(system, library):
     book = library.new_book(copies=1)
     _, reader = sign_up(library, email="borrower@example.org")
@@ -216,7 +213,6 @@ def test_a_loan_is_reminded_before_it_is_due_then_told_it_is_overdue_each_once(s
     eventually(lambda: len(mails(system, "borrower@example.org")) == 5, timeout=30)
 
 
-@pytest.mark.skipif(not CANCELED_BY, reason="needs reservation_canceled.canceled_by of #17-a")
 def test_a_reservation_the_library_cancels_is_noticed_one_the_customer_cancels_is_not(system, library):
     _, reader = sign_up(library)
     book = library.new_book(copies=1)
@@ -231,6 +227,76 @@ def test_a_reservation_the_library_cancels_is_noticed_one_the_customer_cancels_i
     library.wait_status(refused["id"], "canceled", timeout=30)
     eventually(lambda: kinds(reader, refused["id"]) == ["canceled"], timeout=30)
     assert "canceled" not in kinds(reader, mine["id"])
+
+
+# -- loans and the lending limits (SPEC §8) -----------------------------------------------------
+
+def refused(response, words):
+    assert response.status_code == 409, response.text
+    assert words in response.json()["error"]["message"], response.text
+
+
+def seconds_between(earlier, later):
+    return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds()
+
+
+def test_a_loan_is_due_renews_falls_overdue_and_blocks_reserving_until_returned(library):
+    kept, late, more = (library.new_book(copies=1) for _ in range(3))
+    _, reader = sign_up(library)
+    renewed_id = library.reserve(reader, kept["id"])["id"]
+    late_id = library.reserve(reader, late["id"])["id"]
+    refused(reader.post(f"/reservations/{late_id}/renew"), "only a delivered loan can be renewed")
+    deliver(library, renewed_id)
+    deliver(library, late_id)
+
+    loan = reader.ok("GET", f"/reservations/{renewed_id}")
+    assert loan["renewals"] == 0 and loan["overdue"] is False
+    assert 0 < seconds_between(loan["updated_at"], loan["due_at"]) <= LOAN_PERIOD
+    renewed = reader.ok("POST", f"/reservations/{renewed_id}/renew")
+    assert seconds_between(loan["due_at"], renewed["due_at"]) == LOAN_PERIOD and renewed["renewals"] == 1
+    assert library.bob.post(f"/reservations/{renewed_id}/renew").status_code == 404  # not bob's
+    eventually(lambda: library.mypage(reader)[renewed_id]["due_at"] == renewed["due_at"])
+
+    eventually(lambda: reader.ok("GET", f"/reservations/{late_id}")["overdue"], timeout=LOAN_PERIOD + 10)
+    eventually(lambda: library.mypage(reader)[late_id]["overdue"] is True)
+    assert reader.ok("GET", f"/reservations/{renewed_id}")["overdue"] is False
+    refused(reader.post(f"/reservations/{late_id}/renew"), "overdue")
+    refused(reader.post("/reservations", json={"book_id": more["id"]}), "overdue loan")
+
+    returned = reader.ok("POST", f"/reservations/{late_id}/return")
+    assert returned["status"] == "returned" and returned["overdue"] is False
+    library.reserve(reader, more["id"])
+    eventually(lambda: library.mypage(reader)[late_id]["overdue"] is False)
+
+
+def test_no_renewal_while_another_customer_waits_for_the_title(library):
+    book = library.new_book(copies=1)
+    _, reader = sign_up(library)
+    _, next_in_line = sign_up(library)
+    loan = library.reserve(reader, book["id"])
+    deliver(library, loan["id"])
+    waiting = library.reserve(next_in_line, book["id"])
+    library.wait_status(waiting["id"], "waitlisted")
+    refused(reader.post(f"/reservations/{loan['id']}/renew"), "another customer is waiting")
+
+
+def test_twenty_reservations_at_once_keep_the_limits(library):
+    books = [library.new_book(copies=1) for _ in range(20)]
+    _, reader = sign_up(library)
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda book: reader.post("/reservations", json={"book_id": book["id"]}), books))
+        same = list(pool.map(lambda _: reader.post("/reservations", json={"book_id": books[0]["id"]}), range(20)))
+    assert sorted(a.status_code for a in answers) == [202] * 5 + [409] * 15, [a.text for a in answers]
+    for answer in answers:
+        if answer.status_code == 409:
+            assert "the most allowed is 5" in answer.json()["error"]["message"]
+    assert {a.status_code for a in same} == {409}  # at the limit, and a live reservation of that title
+
+    _, other = sign_up(library)
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        same = list(pool.map(lambda _: other.post("/reservations", json={"book_id": books[0]["id"]}), range(20)))
+    assert sorted(a.status_code for a in same) == [202] + [409] * 19
+    assert all("of this title" in a.json()["error"]["message"] for a in same if a.status_code == 409)
 
 
 def test_readiness_lists_notification_and_its_mail(library):
