@@ -33,7 +33,8 @@ def test_a_reservation_belongs_to_the_tokens_customer(people, alices):
     assert people.alice.ok("GET", f"/reservations/{alices['id']}")["customer"] == "alice"
 
 
-@pytest.mark.parametrize("method, action", [("GET", ""), ("POST", "/cancel"), ("POST", "/return")])
+@pytest.mark.parametrize("method, action", [("GET", ""), ("POST", "/cancel"), ("POST", "/return"),
+                                            ("POST", "/renew")])
 def test_someone_elses_reservation_is_not_found_exactly_like_a_missing_one(people, alices, method, action):
     theirs = people.bob.request(method, f"/reservations/{alices['id']}{action}")
     missing = people.bob.request(method, f"/reservations/{uuid.uuid4()}{action}")
