@@ -57,6 +57,14 @@ class LendingRules:
         self.max_active = int(max_active)  # live reservations per customer; 0: no limit
         self.allow_same_title_twice = bool(allow_same_title_twice)
 
+    @property
+    def counts_live(self):
+        return self.max_active > 0
+
+    @property
+    def checks_title(self):
+        return not self.allow_same_title_twice
+
     @classmethod
     def from_config(cls, config):
         def setting(name, default):
@@ -68,20 +76,38 @@ class LendingRules:
             max_active=setting("MAX_ACTIVE_RESERVATIONS", 5),
             allow_same_title_twice=_true(setting("ALLOW_SAME_TITLE_TWICE", False)))
 
-    def check_reserve(self, book_id, held, now):
-        """Raise ``NotAllowed`` (409) if a customer who holds ``held`` (their
-        live reservations) may not reserve ``book_id`` now; the message says
-        which rule refuses it."""
-        overdue = [r for r in held if r.is_overdue(now)]
-        if overdue:
+    def check_reserve(self, holdings):
+        """Raise ``NotAllowed`` (409) if a customer with these ``Holdings``
+        may not reserve one more title; the message says which rule refuses."""
+        if holdings.overdue_loan is not None:
             raise NotAllowed("you have an overdue loan: return it before reserving again",
-                             rule="overdue", reservation_id=overdue[0].id)
-        if self.max_active and len(held) >= self.max_active:
-            raise NotAllowed(f"you already hold {len(held)} live reservations, the most allowed is "
+                             rule="overdue", reservation_id=holdings.overdue_loan)
+        if self.max_active and holdings.live >= self.max_active:
+            raise NotAllowed(f"you already hold {holdings.live} live reservations, the most allowed is "
                              f"{self.max_active}", rule="MAX_ACTIVE_RESERVATIONS", limit=self.max_active)
-        if not self.allow_same_title_twice and any(r.book_id == book_id for r in held):
-            raise NotAllowed("you already hold a live reservation of this title",
-                             rule="ALLOW_SAME_TITLE_TWICE", book_id=book_id)
+        if not self.allow_same_title_twice and holdings.holds_title:
+            raise NotAllowed("you already hold a live reservation of this title", rule="ALLOW_SAME_TITLE_TWICE")
+
+
+class Holdings:
+    """What the lending limits need to know of a customer about to reserve a
+    title: one of their overdue loans (its id, or None), how many live
+    reservations they hold, and whether one of them is of that title. The
+    store finds out only what the rules in force ask (``rules.counts_live``,
+    ``rules.checks_title``), so a customer with thousands of reservations
+    under a benchmark's open limits costs no more than one with none."""
+
+    def __init__(self, overdue_loan=None, live=0, holds_title=False):
+        self.overdue_loan = overdue_loan
+        self.live = live
+        self.holds_title = holds_title
+
+    @classmethod
+    def of(cls, reservations, book_id, now):
+        """The holdings among ``reservations`` (a customer's, any status)."""
+        live = [r for r in reservations if r.status in LIVE]
+        overdue = next((r.id for r in live if r.is_overdue(now)), None)
+        return cls(overdue, len(live), any(r.book_id == book_id for r in live))
 
 
 def _true(value):

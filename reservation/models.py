@@ -1,9 +1,10 @@
 """How reservations are stored: the domain class mapped onto a table."""
-from sqlalchemy import Boolean, Column, Float, Index, Integer, String, Table, UniqueConstraint, false, select, text
-
+from sqlalchemy import (
+    Boolean, Column, Float, Index, Integer, String, Table, UniqueConstraint, false, func, or_, select, text, true,
+)
 
 from common.store import declare_base
-from reservation.domain import DELIVERED, LIVE, WAITLISTED, CancelIntent, Reservation
+from reservation.domain import DELIVERED, LIVE, WAITLISTED, CancelIntent, Holdings, Reservation
 
 Base = declare_base()
 
@@ -23,8 +24,10 @@ reservations = Table(
     Column("overdue", Boolean, nullable=False, default=False, server_default=false()),
     Column("canceled_by", String(16), nullable=True),
     UniqueConstraint("customer", "idempotency_key", name="one_reservation_per_idempotency_key"),
-    # The overdue check's scan: delivered loans, by due moment.
+    # The overdue check's scan: delivered loans, by due moment; a customer's
+    # live reservations and overdue loans, for the lending limits.
     Index("ix_reservations_status_due_at", "status", "due_at"),
+    Index("ix_reservations_customer_status", "customer", "status"),
 )
 Base.registry.map_imperatively(Reservation, reservations)
 
@@ -44,10 +47,16 @@ def find(session, reservation_id):
     return session.get(Reservation, reservation_id)
 
 
-def held_by(session, customer):
-    """The customer's live reservations (what the lending limits count)."""
-    return session.scalars(
-        select(Reservation).where(Reservation.customer == customer, Reservation.status.in_(LIVE))).all()
+def holdings(session, customer, book_id, now, rules):
+    """The customer's ``Holdings`` as the lending rules in force need them:
+    at most three indexed queries, and none the rules do not ask for."""
+    mine = select(Reservation.id).where(Reservation.customer == customer)
+    overdue = session.scalar(mine.where(
+        Reservation.status == DELIVERED, or_(Reservation.overdue == true(), Reservation.due_at <= now)).limit(1))
+    live = mine.where(Reservation.status.in_(LIVE))
+    count = session.scalar(select(func.count()).select_from(live.subquery())) if rules.counts_live else 0
+    title = rules.checks_title and session.scalar(live.where(Reservation.book_id == book_id).limit(1)) is not None
+    return Holdings(overdue, count, title)
 
 
 def serialize_customer(session, customer):

@@ -67,7 +67,7 @@ class ReservationService(ServiceBase):
                     if existing is not None:
                         return self._replay(existing, book_id)
                 try:
-                    rules.check_reserve(book_id, models.held_by(tx.session, customer), now)
+                    rules.check_reserve(models.holdings(tx.session, customer, book_id, now, rules))
                 except NotAllowed as refused:
                     log.info("reservation refused: %s", refused.message,
                              extra={"book_id": book_id, "rule": refused.details.get("rule")})

@@ -21,9 +21,11 @@ def upgrade():
         batch.add_column(sa.Column('overdue', sa.Boolean(), server_default=sa.false(), nullable=False))
         batch.add_column(sa.Column('canceled_by', sa.String(length=16), nullable=True))
     op.create_index('ix_reservations_status_due_at', 'reservations', ['status', 'due_at'], unique=False)
+    op.create_index('ix_reservations_customer_status', 'reservations', ['customer', 'status'], unique=False)
 
 
 def downgrade():
+    op.drop_index('ix_reservations_customer_status', table_name='reservations')
     op.drop_index('ix_reservations_status_due_at', table_name='reservations')
     with op.batch_alter_table('reservations') as batch:
         batch.drop_column('canceled_by')

@@ -6,7 +6,7 @@ import pytest
 from common import events
 from common.errors import NotAllowed
 from reservation.domain import (
-    BY_CUSTOMER, BY_LIBRARY, CANCELED, DELIVERED, LendingRules, Reservation, later,
+    BY_CUSTOMER, BY_LIBRARY, CANCELED, DELIVERED, Holdings, LendingRules, Reservation, later,
 )
 
 DAY = 24 * 3600
@@ -143,27 +143,33 @@ def test_canceled_by_says_whether_the_customer_or_the_library_canceled():
 # -- the limits on a new reservation -----------------------------------------------------------
 
 def test_a_customer_within_the_limits_may_reserve():
-    RULES.check_reserve(9, held((1, "requested"), (2, DELIVERED), (3, "waitlisted")), at(2))
+    RULES.check_reserve(Holdings.of(held((1, "requested"), (2, DELIVERED), (3, "waitlisted")), 9, at(2)))
 
 
 def test_an_overdue_loan_blocks_reserving():
     with pytest.raises(NotAllowed, match="overdue loan") as refused:
-        RULES.check_reserve(9, held((1, DELIVERED)), at(20))
+        RULES.check_reserve(Holdings.of(held((1, DELIVERED)), 9, at(20)))
     assert refused.value.details["rule"] == "overdue"
 
 
 def test_max_active_reservations_counts_live_reservations():
     five = held(*[(n, "requested") for n in range(1, 6)])
     with pytest.raises(NotAllowed, match="already hold 5 live reservations, the most allowed is 5"):
-        RULES.check_reserve(9, five, at(2))
-    RULES.check_reserve(9, five[:4], at(2))
-    LendingRules(max_active=0).check_reserve(9, five * 3, at(2))  # 0: no limit
+        RULES.check_reserve(Holdings.of(five, 9, at(2)))
+    RULES.check_reserve(Holdings.of(five[:4], 9, at(2)))
+    five[0].cancel(at(2))
+    RULES.check_reserve(Holdings.of(five, 9, at(2)))  # a canceled one is not live
+    unlimited = LendingRules(max_active=0)
+    assert not unlimited.counts_live
+    unlimited.check_reserve(Holdings(live=1000))  # 0: no limit
 
 
 def test_one_live_reservation_per_title_unless_allowed():
     with pytest.raises(NotAllowed, match="already hold a live reservation of this title"):
-        RULES.check_reserve(1, held((1, "waitlisted")), at(2))
-    LendingRules(allow_same_title_twice=True).check_reserve(1, held((1, "waitlisted")), at(2))
+        RULES.check_reserve(Holdings.of(held((1, "waitlisted")), 1, at(2)))
+    twice = LendingRules(allow_same_title_twice=True)
+    assert not twice.checks_title
+    twice.check_reserve(Holdings.of(held((1, "waitlisted")), 1, at(2)))
 
 
 @pytest.mark.parametrize("config, expected", [
