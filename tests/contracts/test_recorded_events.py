@@ -15,7 +15,7 @@ from marshmallow import RAISE
 
 from common import events
 from common.handlers import ERROR_HEADER, RETRIES_HEADER
-from helpers import eventually
+from helpers import eventually, running_system
 from ops.run import SERVICES
 
 pytestmark = pytest.mark.e2e
@@ -23,6 +23,16 @@ pytestmark = pytest.mark.e2e
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 ALL_TYPES = set(events.TYPES)
+LOAN_PERIOD = 6  # seconds: a real run renews a loan and sees one fall overdue
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory):
+    """The five services (one system per module, as tests/conftest.py's),
+    with a loan period of seconds so that ``loan_overdue`` comes in the run."""
+    with running_system(tmp_path_factory.mktemp("system"), env={
+            "LOAN_PERIOD_SECONDS": str(LOAN_PERIOD), "OVERDUE_CHECK_SECONDS": "1"}) as cluster:
+        yield cluster
 
 
 def committed():
@@ -130,6 +140,19 @@ def test_every_event_of_a_real_run_matches_its_schema_and_the_document(system, l
         library.bob.ok("POST", f"/reservations/{second['id']}/cancel")
         library.librarian.ok("POST", f"/books/{book['id']}/stock", json={"quantity": 1})
         library.bob.ok("PATCH", "/account", json={"address": f"{uuid.uuid4().hex[:6]} Contract Street"})
+        # the loans: one renewed, one left to fall overdue (then returned, so bob may reserve again)
+        loans = [library.reserve(library.bob, library.new_book(copies=1)["id"])["id"] for _ in range(2)]
+        for loan in loans:
+            library.wait_status(loan, "confirmed")
+            handed = library.delivery_for(loan)
+            library.courier.ok("POST", f"/deliveries/{handed['id']}/ship")
+            library.courier.ok("POST", f"/deliveries/{handed['id']}/deliver")
+            library.wait_status(loan, "delivered")
+            if loan == loans[0]:
+                library.bob.ok("POST", f"/reservations/{loan}/renew")  # at once, well before it is due
+        eventually(lambda: library.bob.ok("GET", f"/reservations/{loans[1]}")["overdue"], timeout=LOAN_PERIOD + 15)
+        for loan in loans:
+            library.bob.ok("POST", f"/reservations/{loan}/return")
         # allocation_refused: only for a title product does not know, which the
         # gateway lets through only while product is down
         system.stop("product")
