@@ -80,6 +80,20 @@ def test_the_story_builds_the_row_and_announces_each_change(open_store):
     assert store.backlog() == 0  # every event published and marked
 
 
+def test_a_loan_shows_its_due_date_and_overdue_until_returned(open_store):
+    store, service = open_store()
+    due, later = "2024-05-15T10:00:00.000000+00:00", "2024-05-29T10:00:00.000000+00:00"
+    loan = {"reservation_id": "r-1", "book_id": 7, "customer": "alice"}
+    handle(service, step("reservation_requested"))
+    handle(service, events.make("reservation_delivered", "c", due_at=due, **loan))
+    assert (page(service)["r-1"]["due_at"], page(service)["r-1"]["overdue"]) == (due, False)
+    handle(service, events.make("loan_renewed", "c", due_at=later, renewals=1, **loan))
+    handle(service, events.make("loan_overdue", "c", due_at=later, **loan))
+    assert (page(service)["r-1"]["due_at"], page(service)["r-1"]["overdue"]) == (later, True)
+    handle(service, step("reservation_returned"))
+    assert page(service)["r-1"]["overdue"] is False
+
+
 def test_the_same_event_twice_changes_the_view_once(open_store):
     store, service = open_store()
     twice = step("reservation_requested")
