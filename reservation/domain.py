@@ -51,7 +51,14 @@ class LendingRules:
     """The lending rules of SPEC §8, as settings (``config.yml``, each
     overridable by the environment variable of the same name)."""
 
-    def __init__(self, loan_period=1209600, max_renewals=2, max_active=5, allow_same_title_twice=False):
+    # The defaults of SPEC §8 (config.yml says the same).
+    LOAN_PERIOD_SECONDS = 1209600  # 14 days
+    MAX_RENEWALS = 2
+    MAX_ACTIVE_RESERVATIONS = 5
+    ALLOW_SAME_TITLE_TWICE = False
+
+    def __init__(self, loan_period=LOAN_PERIOD_SECONDS, max_renewals=MAX_RENEWALS,
+                 max_active=MAX_ACTIVE_RESERVATIONS, allow_same_title_twice=ALLOW_SAME_TITLE_TWICE):
         self.loan_period = float(loan_period)  # seconds from delivery to due
         self.max_renewals = int(max_renewals)
         self.max_active = int(max_active)  # live reservations per customer; 0: no limit
@@ -67,14 +74,14 @@ class LendingRules:
 
     @classmethod
     def from_config(cls, config):
-        def setting(name, default):
+        def setting(name):
             value = config.get(name)
-            return default if value is None or value == "" else value
+            return getattr(cls, name) if value is None or value == "" else value
         return cls(
-            loan_period=setting("LOAN_PERIOD_SECONDS", 1209600),
-            max_renewals=setting("MAX_RENEWALS", 2),
-            max_active=setting("MAX_ACTIVE_RESERVATIONS", 5),
-            allow_same_title_twice=_true(setting("ALLOW_SAME_TITLE_TWICE", False)))
+            loan_period=setting("LOAN_PERIOD_SECONDS"),
+            max_renewals=setting("MAX_RENEWALS"),
+            max_active=setting("MAX_ACTIVE_RESERVATIONS"),
+            allow_same_title_twice=_true(setting("ALLOW_SAME_TITLE_TWICE")))
 
     def check_reserve(self, holdings):
         """Raise ``NotAllowed`` (409) if a customer with these ``Holdings``
@@ -104,7 +111,8 @@ class Holdings:
 
     @classmethod
     def of(cls, reservations, book_id, now):
-        """The holdings among ``reservations`` (a customer's, any status)."""
+        """The holdings among ``reservations`` (a customer's, any status): the
+        definition that ``reservation.models.holdings`` answers in SQL."""
         live = [r for r in reservations if r.status in LIVE]
         overdue = next((r.id for r in live if r.is_overdue(now)), None)
         return cls(overdue, len(live), any(r.book_id == book_id for r in live))
@@ -154,7 +162,7 @@ class Reservation:
     def shipped(self, now):
         return self._advance(SHIPPED, now)
 
-    def delivered(self, now, loan_period=LendingRules().loan_period, delivered_at=None):
+    def delivered(self, now, loan_period=LendingRules.LOAN_PERIOD_SECONDS, delivered_at=None):
         """The customer has the book: the loan runs ``loan_period`` seconds
         from the moment of delivery (``delivered_at``, by default ``now``)."""
         caused = self._advance(DELIVERED, now)
