@@ -5,6 +5,9 @@ PY := .venv/bin/python
 NAMEKO := .venv/bin/nameko
 SERVICE ?=
 REPLICAS ?= 1
+# make up CLUSTER=3: three RabbitMQ nodes of our own, clustered, and PostgreSQL (ops/clustered.py)
+CLUSTER ?=
+NODE ?=
 export PYTHONWARNINGS := ignore
 # Every gateway replica counts rate limits and keeps the deny list of signed-out
 # tokens in this Redis (ops/redis.sh starts a local one when none answers).
@@ -24,10 +27,18 @@ broker: ## Make sure RabbitMQ (with its management plugin) is running
 redis: ## Make sure Redis is running (rate limits and sign-outs shared by the gateway replicas)
 	@ops/redis.sh
 
-up: deps broker redis ## Start every service, supervised, in the background and wait until ready (again: keeps what runs)
-	@$(PY) -m ops.run up
+up: deps $(if $(CLUSTER),,broker) redis ## Start every service, supervised, in the background and wait until ready (again: keeps what runs); CLUSTER=3: on 3 RabbitMQ nodes of its own and PostgreSQL
+	@$(PY) -m ops.run up $(if $(CLUSTER),--cluster $(CLUSTER))
 
-down: deps ## Stop every process make up/start started (services, supervisor), and say which
+broker-stop: deps ## Stop RabbitMQ node NODE=n of make up CLUSTER=3 (the services move to the others)
+	@test -n "$(NODE)" || { echo "usage: make broker-stop NODE=n"; exit 2; }
+	@$(PY) -m ops.run broker-stop --node $(NODE)
+
+broker-start: deps ## Start RabbitMQ node NODE=n of make up CLUSTER=3 again (it rejoins the cluster)
+	@test -n "$(NODE)" || { echo "usage: make broker-start NODE=n"; exit 2; }
+	@$(PY) -m ops.run broker-start --node $(NODE)
+
+down: deps ## Stop every process make up/start started (services, supervisor, RabbitMQ nodes of CLUSTER=n), and say which
 	@$(PY) -m ops.run down
 
 start: deps broker redis ## Start SERVICE=name [REPLICAS=n]; returns once consuming
@@ -88,7 +99,7 @@ revision: deps ## Write the next migration of SERVICE=name from its models: MESS
 test-fast: deps broker redis ## The inner loop: unit and integration tests only
 	@$(NAMEKO) test tests/unit tests/integration -q -p no:cacheprovider
 
-.PHONY: help deps broker redis up down start stop status logs shell test test-fast chromium axe screenshots rollout metrics promtool mail
+.PHONY: help deps broker redis up down broker-stop broker-start start stop status logs shell test test-fast chromium axe screenshots rollout metrics promtool mail
 
 docs: deps ## Regenerate docs/asyncapi.json, docs/events.md and README's event table from the schemas and contracts
 	@$(PY) -m common.asyncapi > docs/asyncapi.json.tmp && mv docs/asyncapi.json.tmp docs/asyncapi.json

@@ -20,7 +20,7 @@ from nameko.amqp.publish import Publisher
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.events import SERVICE_POOL, EventHandler
 
-from common import events
+from common import events, queues
 from common.metrics import EVENTS_HANDLED
 from common.rpc import BROKER_ERRORS
 from common.store import is_duplicate
@@ -38,8 +38,9 @@ def dead_letter_exchange():
     return Exchange(DEAD_LETTER_EXCHANGE, type="direct", durable=True)
 
 
-def dead_letter_queue(queue_name):
-    return Queue(f"{queue_name}.dead", exchange=dead_letter_exchange(), routing_key=queue_name, durable=True)
+def dead_letter_queue(queue_name, config=None):
+    return Queue(f"{queue_name}.dead", exchange=dead_letter_exchange(), routing_key=queue_name, durable=True,
+                 queue_arguments=queues.durable(config))
 
 
 class ReliableEventHandler(EventHandler):
@@ -52,13 +53,14 @@ class ReliableEventHandler(EventHandler):
         self.queue.queue_arguments = {
             "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
             "x-dead-letter-routing-key": self.queue.name,
+            **queues.handler(self.container.config),  # quorum in a cluster (common/queues.py)
         }
         self.amqp_uri = self.container.config[AMQP_URI_CONFIG_KEY]
         self.publisher = Publisher(self.amqp_uri, serializer="json")
 
     def start(self):
         with Connection(self.amqp_uri) as connection:
-            dead_letter_queue(self.queue.name)(connection.default_channel).declare()
+            dead_letter_queue(self.queue.name, self.container.config)(connection.default_channel).declare()
         super().start()
 
     def handle_message_processed(self, message, result=None, exc_info=None):

@@ -15,17 +15,28 @@ import eventlet
 import pybreaker
 from kombu.exceptions import OperationalError
 from nameko.exceptions import RemoteError, UnknownService
-from nameko.rpc import MethodProxy, Rpc, RpcProxy
+from nameko.rpc import MethodProxy, Rpc, RpcConsumer, RpcProxy
 
-from common import errors
+from common import errors, queues
 
 log = logging.getLogger(__name__)
 
 DEADLINE = "deadline"  # context-data key, sent as the `nameko.deadline` header
 
 
+class TypedRpcConsumer(RpcConsumer):
+    """Nameko's consumer of the service's RPC queue, declaring the queue as
+    ``QUEUE_TYPE`` says (a quorum queue in a cluster; common/queues.py)."""
+
+    def setup(self):
+        super().setup()
+        self.queue.queue_arguments = {**(self.queue.queue_arguments or {}), **queues.durable(self.container.config)}
+
+
 class DeadlineRpc(Rpc):
     """The ``@rpc`` entrypoint, refusing requests whose caller has given up."""
+
+    rpc_consumer = TypedRpcConsumer()
 
     def handle_message(self, body, message):
         deadline = message.headers.get(f"nameko.{DEADLINE}")

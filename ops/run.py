@@ -50,7 +50,7 @@ import yaml
 from kombu import Connection
 from nameko.cli.main import setup_yaml_parser
 
-from ops import state
+from ops import clustered, state
 from ops.supervision import FAILED, LIVE, UP, Supervisor, Unavailable, alive, marked_processes, tail, terminate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -127,7 +127,10 @@ class Cluster:
         self.layout = state.Layout(state_dir or os.environ.get("BOOKRENTAL_VAR") or os.path.join(ROOT, "var"))
         self.layout.make()
         self.state_dir = self.layout.state_dir
-        self.env = dict(env or {})
+        # Clustered (make up CLUSTER=n, ops/clustered.py): the brokers and
+        # databases chosen then, until make down.
+        self.clustered = clustered.load(self.state_dir)
+        self.env = {**(self.clustered or {}).get("env", {}), **(env or {})}
         self.python = python
         self.heal = heal  # the default of start()'s restart
         self.supervisor = Supervisor(self.layout, python)
@@ -178,6 +181,10 @@ class Cluster:
         env.update(self.env)
         env[state.MARKER] = self.state_dir
         env["BOOKRENTAL_HOME"] = ROOT
+        if self.clustered and service:
+            # Every node, each process starting with another one.
+            offset = (list(SERVICES).index(service) if service in SERVICES else 0) + replica - 1
+            env["AMQP_URI"] = clustered.rotated(self.clustered["amqp_uris"], offset)
         if service == "gateway" and replica > 1:
             host, port = env.get("GATEWAY_ADDRESS", "127.0.0.1:8000").rsplit(":", 1)
             env["GATEWAY_ADDRESS"] = f"{host}:{int(port) + replica - 1}"
@@ -495,6 +502,9 @@ class Cluster:
         if leftovers:
             terminate(leftovers)
             stopped += [("stray process", pid) for pid in leftovers]
+        if self.clustered:
+            stopped += [(f"RabbitMQ node {name}", "-") for name in clustered.down(self.state_dir)]
+            self.clustered = None
         with state.locked(self.layout.lock):
             for name in os.listdir(self.layout.programs):
                 os.unlink(os.path.join(self.layout.programs, name))
@@ -619,20 +629,69 @@ def print_status(cluster):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "start", "stop", "kill", "status", "rollout", "metrics"])
+    parser.add_argument("command", choices=["up", "down", "start", "stop", "kill", "status", "rollout", "metrics",
+                                            "broker-start", "broker-stop"])
     parser.add_argument("service", nargs="?", choices=[*SERVICES, MAIL_CATCHER])
     parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--cluster", type=int, default=0, help="make up: run on N RabbitMQ nodes of our own")
+    parser.add_argument("--node", type=int, help="broker-start/broker-stop: which node")
     args = parser.parse_args(argv)
     if args.command in ("start", "stop", "kill", "rollout") and not args.service:
         parser.error("name a SERVICE")
-    cluster = Cluster()
     try:
+        if args.command in ("broker-start", "broker-stop"):
+            return run_broker(args)
+        state_dir = os.environ.get("BOOKRENTAL_VAR") or os.path.join(ROOT, "var")
+        running_clustered = clustered.load(state_dir)
+        if args.command == "up" and (args.cluster or running_clustered):
+            state.Layout(state_dir).make()
+            prepare_cluster(state_dir, args.cluster or len(running_clustered["nodes"]))
+        cluster = Cluster()
         run(cluster, args)
-    except (StartFailed, RuntimeError, Unavailable) as error:
+    except (StartFailed, RuntimeError, Unavailable, TimeoutError) as error:
         print(f"make {args.command} failed: {error}", file=sys.stderr)
         if args.command in ("up", "start"):
             print("What this command started has been stopped again.", file=sys.stderr)
         sys.exit(1)
+
+
+def prepare_cluster(state_dir, size):
+    """Brokers and databases for ``make up CLUSTER=n``; when the nodes of a
+    clustered run are there already, it goes on with them."""
+    settings = clustered.load(state_dir)
+    if settings and len(settings["nodes"]) != size:
+        raise RuntimeError(f"this system runs on {len(settings['nodes'])} nodes: make down first")
+    print(f"brokers: starting {size} RabbitMQ nodes and clustering them (AMQP on "
+          f"{', '.join(str(5700 + n) for n in range(1, size + 1))})", flush=True)
+    try:
+        brokers = clustered.brokers_of(settings, state_dir) if settings else None
+        settings = clustered.prepare(state_dir, size, brokers=brokers)
+    except Exception as error:
+        raise RuntimeError(f"the brokers or the databases did not come up: {type(error).__name__}: {error}") \
+            from None
+    print(f"brokers: {len(settings['nodes'])} nodes clustered; services on PostgreSQL "
+          f"({os.environ.get('DATABASE_HOST') or '127.0.0.1:5432'}) with quorum queues", flush=True)
+
+
+def run_broker(args):
+    """make broker-stop/broker-start NODE=n."""
+    state_dir = os.environ.get("BOOKRENTAL_VAR") or os.path.join(ROOT, "var")
+    settings = clustered.load(state_dir)
+    if settings is None:
+        raise RuntimeError("no nodes of our own run here: make up CLUSTER=3 first")
+    if not args.node:
+        raise RuntimeError("name a NODE (1 to %d)" % len(settings["nodes"]))
+    brokers = clustered.brokers_of(settings, state_dir)
+    try:
+        node = brokers.node(args.node)
+    except ValueError as error:
+        raise RuntimeError(str(error)) from None
+    if args.command == "broker-stop":
+        brokers.stop(args.node)
+        print(f"RabbitMQ node {node.name} (AMQP {node.port}) stopped; the services use the others")
+    else:
+        brokers.start(args.node)
+        print(f"RabbitMQ node {node.name} (AMQP {node.port}) running, back in the cluster")
 
 
 def run(cluster, args):
@@ -640,7 +699,7 @@ def run(cluster, args):
     where = relative if not relative.startswith("..") else cluster.state_dir
     if args.command == "up":
         cluster.up()
-        management = "http://127.0.0.1:15672"
+        management = ", ".join((cluster.clustered or {}).get("management_urls") or ["http://127.0.0.1:15672"])
         print(f"Book Rental is up.\n  web app and API: {cluster.gateway_url}/\n"
               f"  API description: {cluster.gateway_url}/openapi.json\n"
               f"  RabbitMQ console: {management}  (guest/guest on a local broker)\n"
@@ -655,7 +714,8 @@ def run(cluster, args):
             print("stopped: " + ", ".join(f"{name} (pid {pid})" for name, pid in stopped))
         else:
             print("nothing was running")
-        print("Book Rental services stopped (the broker keeps running).")
+        print("Book Rental services stopped" + (" (and the RabbitMQ nodes of make up CLUSTER=n)." if any(
+            name.startswith("RabbitMQ node") for name, _ in stopped) else " (the broker keeps running)."))
     elif args.command == "start":
         cluster.start(args.service, args.replicas)
         print(f"{args.service}: {args.replicas} replica(s) consuming")
