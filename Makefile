@@ -85,7 +85,10 @@ promtool: deps ## Fetch promtool into .venv/bin (the alert rule tests use it; no
 	@ops/promtool.sh
 
 test: deps broker redis chromium axe promtool ## Run every test (unit, integration, end to end, browser)
-	@$(NAMEKO) test tests -q -p no:cacheprovider
+	@$(NAMEKO) test tests -q -p no:cacheprovider -m "not cluster"
+
+test-cluster: deps redis ## The node-loss test on three RabbitMQ nodes of its own and PostgreSQL (about 3 minutes; SPEC §12)
+	@$(NAMEKO) test tests/faults/test_cluster.py -q -p no:cacheprovider -m cluster -s
 
 migrate: deps ## Migrate every SQL database in config.yml to the newest schema [SERVICE=name]
 	@$(PY) -m common.migrate upgrade $(SERVICE)
@@ -99,7 +102,7 @@ revision: deps ## Write the next migration of SERVICE=name from its models: MESS
 test-fast: deps broker redis ## The inner loop: unit and integration tests only
 	@$(NAMEKO) test tests/unit tests/integration -q -p no:cacheprovider
 
-.PHONY: help deps broker redis up down broker-stop broker-start start stop status logs shell test test-fast chromium axe screenshots rollout metrics promtool mail
+.PHONY: help deps broker redis up down broker-stop broker-start start stop status logs shell test test-cluster test-fast chromium axe screenshots rollout metrics promtool mail
 
 docs: deps ## Regenerate docs/asyncapi.json, docs/events.md and README's event table from the schemas and contracts
 	@$(PY) -m common.asyncapi > docs/asyncapi.json.tmp && mv docs/asyncapi.json.tmp docs/asyncapi.json

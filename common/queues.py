@@ -11,10 +11,14 @@
   ``x-queue-type`` rather than left to a node default (RabbitMQ 3.10 has
   none): replicated on three nodes, it survives the loss of any one.
 
-RPC reply queues stay exclusive, auto-deleted classic queues: they belong to
-one connection and go with it. The event log (``events.log``) is a stream,
+RPC reply queues stay classic: they belong to one process. In a cluster they
+are exclusive (deleted with their connection) rather than Nameko's durable
+ones, so that a process that moves to another node can declare its reply
+queue there again (``reply``). The event log (``events.log``) is a stream,
 replicated on every node of a cluster by itself.
 """
+from kombu import Queue
+
 QUEUE_TYPE_KEY = "QUEUE_TYPE"
 QUORUM = "quorum"
 
@@ -48,3 +52,11 @@ def handler(config):
         return {}
     return {"x-queue-type": QUORUM, "x-delivery-limit": DELIVERY_LIMIT,
             "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+
+
+def reply(queue, config):
+    """A service's RPC reply queue, as Nameko made it (one broker) or exclusive (a cluster)."""
+    if queue_type(config) != QUORUM:
+        return queue
+    return Queue(queue.name, exchange=queue.exchange, routing_key=queue.routing_key, durable=False,
+                 exclusive=True, auto_delete=True)

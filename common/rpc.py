@@ -15,7 +15,7 @@ import eventlet
 import pybreaker
 from kombu.exceptions import OperationalError
 from nameko.exceptions import RemoteError, UnknownService
-from nameko.rpc import MethodProxy, Rpc, RpcConsumer, RpcProxy
+from nameko.rpc import MethodProxy, ReplyListener, Rpc, RpcConsumer, RpcProxy
 
 from common import errors, queues
 
@@ -31,6 +31,18 @@ class TypedRpcConsumer(RpcConsumer):
     def setup(self):
         super().setup()
         self.queue.queue_arguments = {**(self.queue.queue_arguments or {}), **queues.durable(self.container.config)}
+
+
+class TypedReplyListener(ReplyListener):
+    """Nameko's listener for the answers to this service's calls. In a
+    cluster its queue is exclusive (transient, deleted with its connection)
+    rather than Nameko's durable one, which lives on one node: when that node
+    goes, the listener declares its queue again on the node it moves to
+    (a durable queue's name stays taken by a node that is down)."""
+
+    def setup(self):
+        super().setup()
+        self.queue = queues.reply(self.queue, self.container.config)
 
 
 class DeadlineRpc(Rpc):
@@ -84,6 +96,8 @@ class ServiceRpc(RpcProxy):
     opens and fails at once, for ``CIRCUIT_RESET_TIMEOUT`` seconds, then lets
     one call through to see whether the service is back. Business errors
     (not found, not allowed) are answers, not failures: they do not count."""
+
+    rpc_reply_listener = TypedReplyListener()
 
     def __init__(self, target_service, timeout_key="RPC_TIMEOUT", default=5.0, breaker=False):
         super().__init__(target_service)
