@@ -17,7 +17,7 @@ afterwards a node started again rejoins the cluster by itself.
     brokers.up()            # started (those not running) and clustered
     brokers.amqp_uris       # one per node, for kombu's failover list
     brokers.stop(2); brokers.start(2)
-    brokers.down()          # every node stopped (their data kept)
+    brokers.down()          # every node stopped (their data kept): [(name, pid)]
 
 Tests make nodes of their own with ``Brokers(..., name="bookrental-test-x",
 ports=None)`` (free ports) so that they never meet a user's ``make up``.
@@ -179,20 +179,23 @@ class Node:
         self.start_app()
 
     def pids(self):
-        """The node's Erlang VM(s), found by their database directory (pid file or not)."""
+        """The node's Erlang VM(s), found by the database directory in their
+        environment (pid file or not)."""
+        wanted = f"RABBITMQ_MNESIA_BASE={self.mnesia}".encode()
         found = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             try:
                 with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                    words = handle.read().split(b"\0")
+                    program = os.path.basename(handle.read().split(b"\0")[0])
+                if program != b"beam.smp":
+                    continue
+                with open(f"/proc/{entry}/environ", "rb") as handle:
+                    if wanted in handle.read().split(b"\0"):
+                        found.append(int(entry))
             except OSError:
                 continue
-            if words and os.path.basename(words[0]) == b"beam.smp" and \
-                    any(word.decode(errors="replace").startswith(self.mnesia) or
-                        word.decode(errors="replace").strip('"').startswith(self.mnesia) for word in words):
-                found.append(int(entry))
         return found
 
     def stop(self, timeout=60):
@@ -297,12 +300,13 @@ class Brokers:
         return node
 
     def down(self):
-        """Stop every node; [names] of those that ran."""
+        """Stop every node; [(name, pid)] of those that ran."""
         stopped = []
         for node in reversed(self.nodes):
-            if node.running() or node.pids():
+            pids = node.pids()
+            if pids or node.running():
                 node.stop()
-                stopped.append(node.name)
+                stopped.append((node.name, pids[0] if pids else "?"))
         return stopped
 
     def remove(self):

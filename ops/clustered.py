@@ -91,7 +91,7 @@ def rotated(uris, offset):
 
 def down(state_dir, brokers=None):
     """Stop the nodes and forget the settings (their data stays, for the next
-    ``make up CLUSTER=n``). [names] of the nodes that ran."""
+    ``make up CLUSTER=n``). [(name, pid)] of the nodes that ran."""
     settings = load(state_dir)
     if settings is None and brokers is None:
         return []

@@ -14,8 +14,9 @@ retried by itself: an operator looks, fixes the cause, and replays.
   which the idempotent handlers absorb, and never loses it.
 
 The queues are found with the RabbitMQ management API (the vhost and
-credentials of ``AMQP_URI``, port 15672, or ``RABBIT_MANAGEMENT``); the
-messages are read and moved over AMQP.
+credentials of ``AMQP_URI``, port 15672, or ``RABBIT_MANAGEMENT``; after
+``make up CLUSTER=n``, the console of a node that answers); the messages are
+read and moved over AMQP.
 """
 import argparse
 import json
@@ -36,6 +37,7 @@ LIMIT = 10_000  # messages per queue in one run; run again for more
 def management_url(amqp_uri):
     if os.environ.get("RABBIT_MANAGEMENT"):
         return os.environ["RABBIT_MANAGEMENT"].rstrip("/")
+    amqp_uri = amqp_uri.split(";")[0]  # a cluster's failover list: the first node's credentials
     parts = urllib.parse.urlparse(amqp_uri.replace("pyamqp://", "amqp://", 1))
     user = urllib.parse.unquote(parts.username or "guest")
     password = urllib.parse.unquote(parts.password or "guest")
@@ -43,7 +45,7 @@ def management_url(amqp_uri):
 
 
 def vhost_of(amqp_uri):
-    path = urllib.parse.urlparse(amqp_uri).path
+    path = urllib.parse.urlparse(amqp_uri.split(";")[0]).path
     return urllib.parse.unquote(path[1:]) if len(path) > 1 else "/"
 
 
@@ -54,6 +56,17 @@ def dead_queues(amqp_uri):
     answer = requests.get(f"{management_url(amqp_uri)}/api/queues/{vhost}", params={"columns": "name"}, timeout=10)
     answer.raise_for_status()
     return sorted(q["name"] for q in answer.json() if q["name"].endswith(SUFFIX))
+
+
+def _answering_console(urls):
+    """The first of a cluster's management consoles that answers (guest/guest, local nodes)."""
+    for url in urls:
+        try:
+            requests.get(url, timeout=2)
+            return url.replace("http://", "http://guest:guest@", 1)
+        except requests.RequestException:
+            continue
+    return urls[0].replace("http://", "http://guest:guest@", 1) if urls else ""
 
 
 def describe(message):
@@ -110,9 +123,13 @@ def main(argv=None):
     if args.amqp_uri:
         amqp_uri = args.amqp_uri
     else:
-        from ops.run import load_config
+        from ops import clustered
+        from ops.run import ROOT, load_config
 
-        amqp_uri = load_config({})["AMQP_URI"]
+        settings = clustered.load(os.environ.get("BOOKRENTAL_VAR") or os.path.join(ROOT, "var"))
+        amqp_uri = settings["env"]["AMQP_URI"] if settings else load_config({})["AMQP_URI"]
+        if settings and not os.environ.get("RABBIT_MANAGEMENT"):
+            os.environ["RABBIT_MANAGEMENT"] = _answering_console(settings["management_urls"])
     wanted = None
     if args.queue:
         wanted = args.queue if args.queue.endswith(SUFFIX) else args.queue + SUFFIX

@@ -503,7 +503,7 @@ class Cluster:
             terminate(leftovers)
             stopped += [("stray process", pid) for pid in leftovers]
         if self.clustered:
-            stopped += [(f"RabbitMQ node {name}", "-") for name in clustered.down(self.state_dir)]
+            stopped += [(f"RabbitMQ node {name}", pid) for name, pid in clustered.down(self.state_dir)]
             self.clustered = None
         with state.locked(self.layout.lock):
             for name in os.listdir(self.layout.programs):
@@ -643,6 +643,10 @@ def main(argv=None):
             return run_broker(args)
         state_dir = os.environ.get("BOOKRENTAL_VAR") or os.path.join(ROOT, "var")
         running_clustered = clustered.load(state_dir)
+        if args.command == "up" and args.cluster and not running_clustered and \
+                any(p.state in LIVE for p in Cluster().processes()):
+            raise RuntimeError("this system runs on one broker now; make down first, then make up CLUSTER="
+                               f"{args.cluster}")
         if args.command == "up" and (args.cluster or running_clustered):
             state.Layout(state_dir).make()
             prepare_cluster(state_dir, args.cluster or len(running_clustered["nodes"]))
