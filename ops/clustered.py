@@ -68,9 +68,9 @@ def database_uris(prefix=None, host=None, user=None, password=None, create=True)
 def prepare(state_dir, size=3, brokers=None, database_prefix=None, timeout=180, **database):
     """Start and cluster the brokers, make the databases, and write down
     the settings every process of the system gets. Returns the settings."""
+    databases = database_uris(database_prefix, **database)  # first: it fails at once when there is no server
     brokers = brokers or Brokers(state_dir, size)
     brokers.up(timeout)
-    databases = database_uris(database_prefix, **database)
     settings = {
         "nodes": brokers.describe(),
         "amqp_uris": brokers.amqp_uris,

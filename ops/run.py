@@ -51,6 +51,7 @@ from kombu import Connection
 from nameko.cli.main import setup_yaml_parser
 
 from ops import clustered, state
+from ops.brokers import Brokers
 from ops.supervision import FAILED, LIVE, UP, Supervisor, Unavailable, alive, marked_processes, tail, terminate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -665,12 +666,16 @@ def prepare_cluster(state_dir, size):
     settings = clustered.load(state_dir)
     if settings and len(settings["nodes"]) != size:
         raise RuntimeError(f"this system runs on {len(settings['nodes'])} nodes: make down first")
-    print(f"brokers: starting {size} RabbitMQ nodes and clustering them (AMQP on "
+    print(f"brokers: {size} RabbitMQ nodes of our own, clustered (AMQP on "
           f"{', '.join(str(5700 + n) for n in range(1, size + 1))})", flush=True)
+    brokers = clustered.brokers_of(settings, state_dir) if settings else Brokers(state_dir, size)
+    before = {node.name for node, running in brokers.status() if running}
     try:
-        brokers = clustered.brokers_of(settings, state_dir) if settings else None
         settings = clustered.prepare(state_dir, size, brokers=brokers)
     except Exception as error:
+        for node in brokers.nodes:  # a make up that fails stops what it started
+            if node.name not in before and node.pids():
+                node.stop()
         raise RuntimeError(f"the brokers or the databases did not come up: {type(error).__name__}: {error}") \
             from None
     print(f"brokers: {len(settings['nodes'])} nodes clustered; services on PostgreSQL "
