@@ -10,6 +10,8 @@ is stopped (``broker-stop``) and started again (``broker-start``); then:
 - every reservation accepted (202) is confirmed, with one delivery each,
   MyPage agrees, and the invariant of SPEC §3 holds (bench/audit.py);
 - no message waits on a dead-letter queue;
+- (and before that) every durable queue is a quorum queue, the event log a
+  stream, each replicated on the three nodes;
 - requests refused meanwhile were refused with 503 only (safe to retry with
   the same Idempotency-Key, which the clients here do).
 
@@ -114,19 +116,25 @@ def parked(nodes):
 
 
 def queue_types(nodes):
+    """{queue: (type, durable, members)} as node 1 lists them."""
     node = nodes.nodes[0]
-    listed = node.rabbitmqctl("list_queues", "name", "type", "durable", "--no-table-headers", "--quiet").stdout
+    listed = node.rabbitmqctl("list_queues", "name", "type", "durable", "members", "--no-table-headers",
+                              "--quiet").stdout
     return {line.split("\t")[0]: tuple(line.split("\t")[1:]) for line in listed.splitlines() if line.strip()}
 
 
 def test_the_durable_queues_are_quorum_queues(system):
     types = queue_types(system.brokers)
-    durable = {name: kind for name, (kind, durable) in types.items() if durable == "true"}
+    durable = {name: kind for name, (kind, durable, _) in types.items() if durable == "true"}
     assert not [name for name in durable if name.startswith("rpc.reply-")], types
     assert "rpc-reservation" in durable and any(name.endswith(".dead") for name in durable), types
     assert {name for name, kind in durable.items() if kind != "quorum" and kind != "stream"} == set(), types
     # RPC reply queues stay classic and exclusive: they belong to one connection.
-    assert all(kind == "classic" for name, (kind, _) in types.items() if name.startswith("rpc.reply-")), types
+    assert all(kind == "classic" for name, (kind, _, _) in types.items() if name.startswith("rpc.reply-")), types
+    # Replicated on the three nodes: the queues, and the event log (SPEC §10), a stream.
+    for name in ("rpc-reservation", "events.log"):
+        assert types[name][2].count("@localhost") == 3, (name, types.get(name))
+    assert types["events.log"][0] == "stream"
 
 
 def test_losing_each_node_in_turn_mid_burst_loses_nothing(system):
