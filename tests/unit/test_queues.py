@@ -53,3 +53,10 @@ def test_no_broker_password_reaches_a_log_line():
     line = json.loads(JsonFormatter().format(record))
     assert "s3cret" not in line["msg"] and ":x@" not in line["msg"]
     assert "bob:********@h:5702" in line["msg"]
+
+
+def test_a_database_per_service_on_the_server_named():
+    uris = clustered.database_uris("bookrental_x_", host="db.example:6543", user="app", password="pw",
+                                   create=False)
+    assert set(uris) == set(clustered.DATABASES)
+    assert uris["product"] == "postgresql+psycopg2://app:pw@db.example:6543/bookrental_x_product"
