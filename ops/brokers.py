@@ -102,6 +102,7 @@ class Node:
             "RABBITMQ_ADVANCED_CONFIG_FILE": os.path.join(self.base_dir, "advanced.config"),
             "RABBITMQ_CONF_ENV_FILE": os.path.join(self.base_dir, "rabbitmq-env.conf"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": os.path.join(self.base_dir, "enabled_plugins"),
+            "ERL_CRASH_DUMP": os.path.join(self.base_dir, "erl_crash.dump"),  # not in the caller's directory
             "ERL_EPMD_ADDRESS": "127.0.0.1",
             "ERL_FLAGS": "-kernel inet_dist_use_interface {127,0,0,1}",
         })
@@ -130,8 +131,10 @@ class Node:
                 handle.write(text)
 
     def rabbitmqctl(self, *args, timeout=120, check=True):
+        os.makedirs(self.home, exist_ok=True)  # the CLI's Erlang VM needs a HOME for its cookie
         return subprocess.run([os.path.join(RABBITMQ_BIN, "rabbitmqctl"), "-n", self.name, *args],
-                              env=self.env(), capture_output=True, text=True, timeout=timeout, check=check)
+                              env=self.env(), capture_output=True, text=True, timeout=timeout, check=check,
+                              cwd=self.home)
 
     def running(self):
         """True when the node (Erlang VM and RabbitMQ) answers."""
@@ -141,7 +144,7 @@ class Node:
         """Start the node (detached) and return once it accepts AMQP."""
         self._write_files()
         subprocess.run([os.path.join(RABBITMQ_BIN, "rabbitmq-server"), "-detached"],
-                       env=self.env(), capture_output=True, timeout=60, check=True)
+                       env=self.env(), capture_output=True, timeout=60, check=True, cwd=self.home)
         self.await_startup(timeout)
         return self
 
