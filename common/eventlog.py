@@ -24,11 +24,14 @@ Reading (``read``): a consumer on a channel with a prefetch and manual acks
 ``x-stream-offset`` header. A read stops at the log's tail as it was when the
 read began (``tail``), so it ends even while events keep arriving.
 """
+import json
 import logging
+import re
 import socket
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from typing import Optional
 
 from amqp.exceptions import PreconditionFailed
 from kombu import Connection, Exchange, Queue
@@ -37,6 +40,7 @@ from nameko.extensions import DependencyProvider
 from nameko.standalone.events import get_event_exchange
 
 from common import events
+from common.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -175,20 +179,26 @@ def tail(connection, config, idle=0.3, within=2.0):
     return seen[0]
 
 
-def scan(amqp_uri, config, on_entry, start="first", until=None, idle=5.0):
+def scan(amqp_uri, config, on_entry, start="first", until=None, idle=5.0, within=None):
     """Call ``on_entry(entry)`` for every entry from ``start`` ("first", an
     offset, or an aware datetime: the first chunk published at or after it)
     to ``until`` (an offset; by default the tail when the scan begins), in
-    log order. Returns the offset it stopped at (-1: the log is empty).
+    log order; ``on_entry`` returning False stops it there, and so does
+    ``within`` seconds. Returns the offset it stopped at (-1: the log is empty).
     ``on_entry`` runs while the message is being consumed: the next ones
     wait (at most ``PREFETCH`` in flight), so a slow caller is no problem."""
+    return _scan(amqp_uri, config, on_entry, start, until, idle, within)[0]
+
+
+def _scan(amqp_uri, config, on_entry, start, until, idle, within):
+    """``scan``, answering (the offset it stopped at, the tail it read to)."""
     if isinstance(start, datetime):
         start = start.astimezone(timezone.utc)
     with Connection(amqp_uri, connect_timeout=5) as connection:
         declare(connection, config)
         end = tail(connection, config) if until is None else until
         if end < 0 or (isinstance(start, int) and start > end):
-            return -1  # nothing to read
+            return -1, end  # nothing to read
         reached = [-1]
 
         def each(entry):
@@ -196,12 +206,13 @@ def scan(amqp_uri, config, on_entry, start="first", until=None, idle=5.0):
                 return True  # the head of the chunk the broker attached at
             if entry.offset > end:
                 return False
-            on_entry(entry)
             reached[0] = entry.offset
+            if on_entry(entry) is False:
+                return False
             return entry.offset < end
 
-        _consume(connection, config, start, each, idle)
-        return reached[0]
+        _consume(connection, config, start, each, idle, within)
+        return reached[0], end
 
 
 def read(amqp_uri, config, start="first", until=None, idle=5.0):
@@ -223,3 +234,148 @@ def first_offset(amqp_uri, config):
         declare(connection, config)
         _consume(connection, config, "first", first, 1.0)
     return found[0] if found else None
+
+
+# -- one business case ----------------------------------------------------------
+# What ``make events`` prints and the librarians' trace (GET
+# /reservations/{id}/events) answers: the events of one reservation.
+
+ENVELOPE = ("event_id", "event_type", "occurred_at", "correlation_id", "schema_version", "reservation_id")
+_DURATION = re.compile(r"([0-9]{1,9})\s*(s|m|h|D|d)")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "D": "days", "d": "days"}
+EPOCH = datetime(1970, 1, 2, tzinfo=timezone.utc)  # what a broker's timestamp can say, and a day more
+
+
+def since(text, now=None):
+    """A time window's start: an ISO 8601 time (UTC unless it says
+    otherwise) or a duration back from now (``90m``, ``6h``, ``2D``);
+    "first" (the whole log) when empty. ValueError when it is neither."""
+    if not text:
+        return "first"
+    match = _DURATION.fullmatch(text.strip())
+    try:
+        if match:
+            moment = (now or datetime.now(timezone.utc)) - timedelta(**{_UNITS[match[2]]: int(match[1])})
+        else:
+            moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        moment = (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        raise ValueError(f"{text!r} is neither an ISO 8601 time nor a duration like 90m, 6h, 2D") from None
+    return max(moment, EPOCH)
+
+
+def fields(event):
+    """An event's own fields: the envelope's ids, type, time and version left out."""
+    return {key: value for key, value in event.items() if key not in ENVELOPE}
+
+
+def line(entry):
+    """One event, one line: time, producer, type, correlation id, its fields."""
+    event = entry.event
+    text = " ".join(f"{key}={_value(value)}" for key, value in fields(event).items())
+    return "  ".join([event.get("occurred_at") or "-", entry.producer, entry.event_type,
+                      event.get("correlation_id") or "-", text]).rstrip()
+
+
+def _value(value):
+    if isinstance(value, str) and value and not re.search(r"\s", value):
+        return value
+    return json.dumps(value)
+
+
+def describe(entry):
+    """One event of a story, as the trace route answers it."""
+    event = entry.event
+    return {"occurred_at": event.get("occurred_at"), "producer": entry.producer, "event_type": entry.event_type,
+            "correlation_id": event.get("correlation_id"), "event_id": event.get("event_id"),
+            "fields": fields(event)}
+
+
+def of_reservation(entry, reservation_id):
+    return isinstance(entry.event, dict) and entry.event.get("reservation_id") == reservation_id
+
+
+@dataclass
+class Story:
+    """The events of one reservation a scan found, in log order."""
+
+    entries: list
+    scanned: int  # how many events of the log were read to find them
+    next: Optional[int] = None  # the offset to go on from; None: the scan reached the tail
+
+
+def story(amqp_uri, config, reservation_id, start="first", limit=None, max_scanned=None, within=None, idle=5.0,
+          on_scanned=None):
+    """The reservation's events from ``start`` ("first", an offset, or an
+    aware datetime) to the log's tail as it was when the scan began. Bounded
+    when asked: at most ``limit`` events found, ``max_scanned`` read,
+    ``within`` seconds; then ``next`` says where to go on from.
+    ``on_scanned(count)`` is called after each event read."""
+    if isinstance(start, datetime) and start > datetime.now(timezone.utc) + timedelta(minutes=5):
+        return Story([], 0)  # nothing is published in the future
+    found, scanned = [], [0]
+
+    def each(entry):
+        scanned[0] += 1
+        if on_scanned is not None:
+            on_scanned(scanned[0])
+        if of_reservation(entry, reservation_id):
+            found.append(entry)
+        if limit is not None and len(found) >= limit:
+            return False
+        if max_scanned is not None and scanned[0] >= max_scanned:
+            return False
+        return True
+
+    reached, end = _scan(amqp_uri, config, each, start, None, idle, within)
+    following = reached + 1 if 0 <= reached < end else None
+    return Story(found, scanned[0], following)
+
+
+class EventLogReader(DependencyProvider):
+    """An outbound adapter: the event log, read for people (the librarians'
+    trace of one reservation). Each call opens a connection of its own (a
+    scan holds a consumer on the stream for its length), at most ``READERS``
+    at once per process, each bounded: ``max_scanned`` events read (setting
+    ``EVENT_TRACE_MAX_SCAN``), ``within`` seconds (``EVENT_TRACE_SECONDS``).
+    A broker that cannot be reached, or readers all busy, is ``Unavailable``."""
+
+    READERS = 2
+    WAIT = 5.0  # seconds a call waits for a free reader
+    YIELD_EVERY = 200  # events read between two turns given to the process's other work
+
+    def setup(self):
+        from eventlet.semaphore import Semaphore  # a nameko process is an eventlet one
+
+        self.readers = Semaphore(self.READERS)
+
+    def get_dependency(self, worker_ctx):
+        return _Reader(self.container.config, self.readers, self.WAIT, self.YIELD_EVERY)
+
+
+class _Reader:
+    def __init__(self, config, readers, wait, yield_every):
+        self.config, self.readers, self.wait, self.yield_every = config, readers, wait, yield_every
+
+    def story(self, reservation_id, start="first", limit=100):
+        import eventlet
+        from amqp.exceptions import AMQPError
+        from kombu.exceptions import OperationalError
+
+        config = self.config
+        if not self.readers.acquire(timeout=self.wait):
+            raise Unavailable("the event log is busy with other searches; try again in a moment")
+
+        def turn(count):
+            if count % self.yield_every == 0:
+                eventlet.sleep(0)  # a long scan does not hold up the other requests
+
+        try:
+            return story(config[AMQP_URI_CONFIG_KEY], config, reservation_id, start, limit=limit,
+                         max_scanned=int(config.get("EVENT_TRACE_MAX_SCAN") or 20000),
+                         within=float(config.get("EVENT_TRACE_SECONDS") or 10), idle=2.0, on_scanned=turn)
+        except (OSError, OperationalError, AMQPError) as error:
+            log.warning("event log not read: %s", error)
+            raise Unavailable("the event log cannot be read now (the broker is not answering)") from None
+        finally:
+            self.readers.release()

@@ -30,6 +30,7 @@ RESPONSES = {
     "cancel_reservation": (schemas.Reservation, [404, 409, 503]),
     "renew_reservation": (schemas.Reservation, [404, 409]),
     "return_book": (schemas.Reservation, [404, 409]),
+    "reservation_events": (schemas.EventLogStory, [404, 503]),
     "list_deliveries": (schemas.page_of(schemas.Delivery), []),
     "get_delivery": (schemas.Delivery, [404]),
     "ship": (schemas.Delivery, [404, 409]),

@@ -7,6 +7,7 @@ import re
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
+from common import eventlog
 from common import isbn as isbns
 from gateway.auth import MIN_DISTINCT, MIN_PASSWORD, NEW_PASSWORD_PATTERN
 
@@ -308,6 +309,47 @@ class EventStreamQuery(Request):
     ticket = fields.String(required=True, validate=[
         validate.Length(min=1, max=2048),
         validate.Regexp(r"^[A-Za-z0-9_.=-]+$", error="not a ticket")])  # a JWT: base64url and dots
+
+
+# -- the event log: one reservation's story (SPEC §10) ---------------------
+
+class Since(fields.String):
+    """The start of a time window: an ISO 8601 time, or a duration back from now."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not 0 < len(text) <= 40:
+            raise ValidationError("use 1 to 40 characters")
+        try:
+            return eventlog.since(text)
+        except ValueError:
+            raise ValidationError("an ISO 8601 time (2026-12-06T22:00:00Z) or a duration back "
+                                  "from now such as 90m, 6h, 2D") from None
+
+
+class EventLogPage(Page):
+    since = Since(load_default=None, metadata={
+        "description": "read the log from this moment: an ISO 8601 time, or a duration back from now "
+                       "(90m, 6h, 2D); by default the last 30 days. Ignored with `cursor`",
+        "example": "6h"})
+
+
+class LoggedEvent(Schema):
+    occurred_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+    producer = fields.String(required=True, metadata={"description": "the service that published it"})
+    event_type = fields.String(required=True)
+    correlation_id = fields.String(required=True, allow_none=True,
+                                   metadata={"description": "the HTTP request or RPC call that caused it"})
+    event_id = fields.String(required=True, allow_none=True)
+    own_fields = fields.Dict(required=True, data_key="fields",
+                             metadata={"description": "the event's own fields (book_id, customer, status...)"})
+
+
+class EventLogStory(Schema):
+    items = fields.List(fields.Nested(LoggedEvent), required=True, metadata={"description": "in log order"})
+    next = fields.String(required=True, allow_none=True, metadata={
+        "description": "pass as ?cursor= to read on from there (the scan of one page is bounded); "
+                       "null once the log's end is reached"})
 
 
 # -- errors and health ------------------------------------------------------

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.security import safe_join
 from werkzeug.wrappers import Response
 
+from common import eventlog
 from common.correlation import Correlation
 from common.errors import BadRequest, NotAllowed, NotFound, Unavailable
 from common.metrics import Metrics
@@ -118,6 +119,7 @@ class GatewayService:
     live_pages = LivePages()
     caches = GatewayCaches()
     authority = Tokens()
+    event_log = eventlog.EventLogReader()
 
     # -- accounts and sessions ------------------------------------------
 
@@ -312,6 +314,27 @@ class GatewayService:
     def return_book(self, request, user, reservation_id):
         """Bring a delivered book back; its copy goes to the next in line."""
         return self.reservation.return_book(_reservation_id(reservation_id), _owner(user))
+
+    @api("GET", "/reservations/<reservation_id>/events", roles={"librarian"}, query=schemas.EventLogPage,
+         tag="reservations")
+    def reservation_events(self, request, user, reservation_id, query):
+        """One reservation's story from the event log (SPEC §10): its events,
+        from every service, in log order. The scan of the log is bounded: from
+        `since` (by default the last 30 days), at most a few thousand events
+        and seconds a page; `next` goes on from where it stopped. 404 when
+        the log holds nothing of it; 503 when the broker cannot be reached."""
+        reservation_id = _reservation_id(reservation_id)
+        if query["cursor"] is not None:
+            start = int(query["cursor"])
+        else:
+            start = query["since"] or eventlog.since(str(self.config.get("EVENT_TRACE_WINDOW") or "30D"))
+        found = self.event_log.story(reservation_id, start, limit=query["limit"])
+        if not found.entries and found.next is None and query["cursor"] is None:
+            raise NotFound("the event log holds no event of this reservation", reservation_id=reservation_id)
+        log.info("reservation traced", extra={"reservation_id": reservation_id, "events": len(found.entries),
+                                              "scanned": found.scanned})
+        return {"items": [eventlog.describe(entry) for entry in found.entries],
+                "next": None if found.next is None else str(found.next)}
 
     # -- deliveries -----------------------------------------------------
 

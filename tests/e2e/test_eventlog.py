@@ -143,6 +143,43 @@ def test_make_events_tells_one_reservation_s_story_in_order(system, history):
     assert unknown.returncode == 1 and unknown.stdout == "" and "0 event(s)" in unknown.stderr
 
 
+def test_a_librarian_traces_a_reservation_through_the_gateway(system, library, history):
+    """GET /reservations/{id}/events: the story make events tells, for
+    librarians only, paged; 404 when the log holds nothing of it."""
+    customers, ids = history
+    path = f"/reservations/{ids['lent']}/events"
+    assert library.anonymous.get(path).status_code == 401
+    for someone in (customers["first"], library.courier):
+        assert someone.get(path).status_code == 403
+    answer = library.librarian.ok("GET", path)
+    entries, _ = story(system.amqp_uri, system.config, ids["lent"])
+    assert [item["event_id"] for item in answer["items"]] == [entry.event["event_id"] for entry in entries]
+    assert answer["next"] is None
+    first = answer["items"][0]
+    assert (first["producer"], first["event_type"]) == ("reservation", "reservation_requested")
+    assert first["correlation_id"] == entries[0].event["correlation_id"]
+    assert first["occurred_at"] == entries[0].event["occurred_at"]
+    assert first["fields"]["book_id"] == entries[0].event["book_id"] and "event_id" not in first["fields"]
+
+    paged, cursor = [], None  # a page at a time, the same story
+    while True:
+        page = library.librarian.ok("GET", path, params={"limit": 7, **({"cursor": cursor} if cursor else {})})
+        paged += page["items"]
+        cursor = page["next"]
+        if cursor is None:
+            break
+        assert len(page["items"]) == 7
+    assert paged == answer["items"]
+    assert library.librarian.ok("GET", path, params={"since": "1h"})["items"] == answer["items"]
+
+    for missing in (f"/reservations/{uuid.uuid4()}/events", "/reservations/not-an-id/events",
+                    f"{path}?since=2099-01-01T00:00:00Z"):
+        refused = library.librarian.get(missing)
+        assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_found", missing
+    bad = library.librarian.get(path, params={"since": "yesterday"})
+    assert bad.status_code == 400 and "since" in bad.json()["error"]["details"]
+
+
 def test_replay_rebuilds_both_read_models_from_the_log_while_reservations_go_on(system, library, history):
     """MyPage and the notices are rebuilt at the same time (each service
     stopped for its switch) while customers keep reserving."""

@@ -78,3 +78,44 @@ def test_a_read_from_a_time_skips_what_came_before(config):
     _publish(config, 2, customer="new")
     customers = [entry.event["customer"] for entry in eventlog.read(config["AMQP_URI"], config, start=since)]
     assert customers[-2:] == ["new", "new"] and len(customers) <= 4
+
+
+def test_a_story_is_read_a_bounded_page_at_a_time(config):
+    """What the librarians' trace reads (EventLogReader): one reservation's
+    events, stopped after ``limit`` found or ``max_scanned`` read; ``next``
+    goes on from there, and the pages together are the whole story."""
+    with Connection(config["AMQP_URI"]) as connection:
+        eventlog.declare(connection, config)
+    dispatch = event_dispatcher(config)
+    for n in range(12):
+        reservation_id = "mine" if n % 3 == 0 else f"other-{n}"
+        dispatch("reservation", "reservation_requested", events.make(
+            "reservation_requested", f"corr-{n}", reservation_id=reservation_id, book_id=n + 1, customer="alice",
+            address=None))
+    whole = eventlog.story(config["AMQP_URI"], config, "mine")
+    assert [e.event["book_id"] for e in whole.entries] == [1, 4, 7, 10] and whole.next is None
+    assert whole.scanned == 12
+
+    found, start, pages = [], "first", 0
+    while start is not None:
+        page = eventlog.story(config["AMQP_URI"], config, "mine", start, limit=3, max_scanned=5)
+        assert len(page.entries) <= 3 and page.scanned <= 5
+        found += page.entries
+        start, pages = page.next, pages + 1
+    assert [e.offset for e in found] == [e.offset for e in whole.entries] and pages >= 3
+
+
+def test_the_trace_reader_says_unavailable_when_the_broker_cannot_be_reached(config):
+    from eventlet.semaphore import Semaphore
+
+    from common.errors import Unavailable
+
+    reader = eventlog._Reader({**config, "AMQP_URI": "amqp://guest:guest@127.0.0.1:1//"}, Semaphore(1), 1.0, 200)
+    began = time.monotonic()
+    try:
+        reader.story("mine")
+        raise AssertionError("read a broker that is not there")
+    except Unavailable as error:
+        assert "broker" in error.message
+    assert time.monotonic() - began < 10
+    assert reader.readers.acquire(blocking=False)  # given back

@@ -83,3 +83,22 @@ def test_since_is_a_time_or_a_duration_back():
 def test_make_replay_of_a_service_that_is_no_read_model_says_why_and_changes_nothing(capsys):
     assert replay.main(["product"]) == 2
     assert "product is not a read model" in capsys.readouterr().err
+
+
+def test_the_trace_describes_an_event_by_its_envelope_and_its_own_fields():
+    event = events.make("reservation_requested", "req-1", reservation_id="r1", book_id=7, customer="alice",
+                        address=None)
+    entry = eventlog.Entry(5, "reservation", "reservation_requested", event, {})
+    assert eventlog.describe(entry) == {
+        "occurred_at": event["occurred_at"], "producer": "reservation", "event_type": "reservation_requested",
+        "correlation_id": "req-1", "event_id": event["event_id"],
+        "fields": {"book_id": 7, "customer": "alice", "address": None}}
+    assert eventlog.of_reservation(entry, "r1") and not eventlog.of_reservation(entry, "r2")
+    assert not eventlog.of_reservation(eventlog.Entry(6, "x", "y", ValueError("not JSON"), {}), "r1")
+
+
+def test_a_window_never_starts_before_what_a_broker_timestamp_can_say():
+    assert eventlog.since("0001-01-01") == eventlog.EPOCH
+    for nonsense in ("999999999D", "9" * 30 + "m", "2024-13-01"):
+        with pytest.raises(ValueError):
+            eventlog.since(nonsense)
