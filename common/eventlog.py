@@ -167,16 +167,31 @@ def _consume(connection, config, offset, on_entry, idle, within=None):
 
 def tail(connection, config, idle=0.3, within=2.0):
     """The offset of the log's last event now, or a little later (-1 when empty)."""
-    seen = [-1]
+    return _last(connection, config, idle, within)[0]
+
+
+def _last(connection, config, idle=0.3, within=2.0):
+    """(the offset of the log's last event, when it occurred or None)."""
+    seen = [-1, None]
 
     def on_entry(entry):
-        seen[0] = max(seen[0], entry.offset)
+        if entry.offset > seen[0]:
+            seen[0] = entry.offset
+            seen[1] = entry.event.get("occurred_at") if isinstance(entry.event, dict) else None
 
     # "last" attaches at the last chunk: a few messages, then silence, or
     # newer events while they keep coming (past the tail of when it was
     # asked: fine), hence the bound.
     _consume(connection, config, "last", on_entry, idle, within)
-    return seen[0]
+    return seen[0], seen[1]
+
+
+def _before(occurred_at, moment):
+    """Whether the event time ``occurred_at`` (ISO 8601) is before ``moment``."""
+    try:
+        return datetime.fromisoformat(occurred_at).astimezone(timezone.utc) < moment
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 def scan(amqp_uri, config, on_entry, start="first", until=None, idle=5.0, within=None):
@@ -196,9 +211,14 @@ def _scan(amqp_uri, config, on_entry, start, until, idle, within):
         start = start.astimezone(timezone.utc)
     with Connection(amqp_uri, connect_timeout=5) as connection:
         declare(connection, config)
-        end = tail(connection, config) if until is None else until
+        if until is None:
+            end, last_at = _last(connection, config)
+        else:
+            end, last_at = until, None
         if end < 0 or (isinstance(start, int) and start > end):
             return -1, end  # nothing to read
+        if isinstance(start, datetime) and last_at is not None and _before(last_at, start):
+            return -1, end  # nothing since then: no wait for events that will not come
         reached = [-1]
 
         def each(entry):
@@ -242,25 +262,34 @@ def first_offset(amqp_uri, config):
 
 ENVELOPE = ("event_id", "event_type", "occurred_at", "correlation_id", "schema_version", "reservation_id")
 _DURATION = re.compile(r"([0-9]{1,9})\s*(s|m|h|D|d)")
+DURATION_PATTERN = r"^[0-9]{1,9}[smhDd]$"  # what the API documents (the code takes spaces too)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "D": "days", "d": "days"}
 EPOCH = datetime(1970, 1, 2, tzinfo=timezone.utc)  # what a broker's timestamp can say, and a day more
+FUTURE = datetime.max.replace(tzinfo=timezone.utc)
 
 
 def since(text, now=None):
     """A time window's start: an ISO 8601 time (UTC unless it says
     otherwise) or a duration back from now (``90m``, ``6h``, ``2D``);
-    "first" (the whole log) when empty. ValueError when it is neither."""
+    "first" (the whole log) when empty. ValueError when it is neither. A
+    time out of the broker's range is the log's start, or a future nothing
+    was published in."""
     if not text:
         return "first"
     match = _DURATION.fullmatch(text.strip())
+    if match:
+        try:
+            return max((now or datetime.now(timezone.utc)) - timedelta(**{_UNITS[match[2]]: int(match[1])}), EPOCH)
+        except OverflowError:
+            return EPOCH  # longer ago than any log
     try:
-        if match:
-            moment = (now or datetime.now(timezone.utc)) - timedelta(**{_UNITS[match[2]]: int(match[1])})
-        else:
-            moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-        moment = (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
-    except (ValueError, OverflowError):
+        moment = datetime.fromisoformat(text.strip().upper().replace("Z", "+00:00"))
+    except ValueError:
         raise ValueError(f"{text!r} is neither an ISO 8601 time nor a duration like 90m, 6h, 2D") from None
+    try:
+        moment = (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    except OverflowError:
+        return EPOCH if moment.year < 1970 else FUTURE
     return max(moment, EPOCH)
 
 

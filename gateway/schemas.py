@@ -318,8 +318,10 @@ class Since(fields.String):
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
-        if not 0 < len(text) <= 40:
-            raise ValidationError("use 1 to 40 characters")
+        if not text.strip():
+            return None  # as if not sent: the default window
+        if len(text) > 64:
+            raise ValidationError("use at most 64 characters")
         try:
             return eventlog.since(text)
         except ValueError:
@@ -331,7 +333,8 @@ class EventLogPage(Page):
     since = Since(load_default=None, metadata={
         "description": "read the log from this moment: an ISO 8601 time, or a duration back from now "
                        "(90m, 6h, 2D); by default the last 30 days. Ignored with `cursor`",
-        "example": "6h"})
+        "example": "6h", "maxLength": 64,
+        "anyOf": [{"type": "string", "pattern": eventlog.DURATION_PATTERN}, {"type": "string", "format": "date-time"}]})
 
 
 class LoggedEvent(Schema):

@@ -393,6 +393,31 @@ def test_the_courier_sees_where_each_delivery_goes(system, library, api):
     done_with(library, library.alice, reservation["id"])
 
 
+def test_a_librarian_traces_a_reservation(system, library, api, axe_installed):
+    """The Trace page (GET /reservations/{id}/events): the keyboard alone,
+    the events in the log's order, every window, axe-core, errors in words."""
+    offered(api, "GET", "/reservations/{reservation_id}/events")
+    reservation = library.reserve(library.alice, new_book(library, copies=1)["id"])
+    library.wait_status(reservation["id"], "confirmed")
+    library.delivery_for(reservation["id"])
+    library.alice.ok("POST", f"/reservations/{reservation['id']}/cancel")
+    eventually(lambda: library.mypage(library.alice)[reservation["id"]]["delivery_status"] == "canceled")
+    path = f"/reservations/{reservation['id']}/events"
+    counts = []  # the story is over once two reads a second apart agree
+
+    def settled():
+        counts.append(len(library.librarian.ok("GET", path)["items"]))
+        time.sleep(0.5)
+        return len(counts) > 1 and counts[-1] == counts[-2]
+
+    eventually(settled, timeout=30)
+    events = library.librarian.ok("GET", path)["items"]
+    verdict = Walker("trace", system.gateway_url, {
+        "reservation_id": reservation["id"], "event_types": [item["event_type"] for item in events]}).verdict()
+    assert {tuple(pair) for pair in verdict["details"]["checked"]} >= {
+        ("librarian-trace", width) for width in (360, 1200, 1920)}
+
+
 def test_the_new_screens_on_answers_shaped_as_the_spec_says(system, library, axe_installed):
     """Before their routes are here: profile, notices, search, due date,
     overdue, place in line, Renew, Show older and the courier's address, on

@@ -3,7 +3,7 @@
     python tests/browser/walk.py <scenario> <gateway_url> <out_dir> [<params as JSON>]
 
 with scenario one of story, restart, unavailable, audit, keyboard, errors,
-preview, profile, notices, search, renew, older, address (see each function below).
+preview, profile, notices, search, renew, older, address, trace (see each function below).
 
 Run with plain Python: ``nameko test`` monkey-patches the process with
 eventlet, which Playwright's own event loop does not survive, so the tests
@@ -809,9 +809,53 @@ def preview(walk, params):
     return {"checked": audit.checked}
 
 
+def trace(walk, params):
+    """The librarian traces a reservation with the keyboard alone: Tab to the
+    id, type it, Enter; its events, in the log's order, in a table that fits
+    every window and passes axe-core; a malformed id and an unknown one are
+    said in words; #/trace/<id> opens it again."""
+    walk.allowed_console.append(re.compile(r"status of 404"))  # the unknown reservation, handled
+    audit = checks.Audit(walk.out)
+    page = walk.open("librarian-trace")
+    walk.sign_in(page, "librarian")
+    walk.goto(page, "trace")
+    checks.tab_to(page, "#trace-id", limit=5)
+    page.keyboard.type("not-a-reservation")
+    page.keyboard.press("Enter")
+    expect(page.locator("#trace-id-error")).to_contain_text("not a reservation id")
+    expect(page.locator("#trace-id")).to_be_focused()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(str(uuid.uuid4()))
+    page.keyboard.press("Enter")
+    said = walk.no_json(page.locator("#trace-message.error"))
+    expect(page.locator("#trace-id")).to_be_focused()
+    walk.step("an unknown reservation is said in words", message=said)
+
+    page.keyboard.press("Control+A")
+    page.keyboard.type(params["reservation_id"])
+    page.keyboard.press("Enter")
+    rows = page.locator("#trace-rows tr")
+    expect(rows).to_have_count(len(params["event_types"]))
+    shown = [rows.nth(n).get_attribute("data-event-type") for n in range(rows.count())]
+    assert shown == params["event_types"], shown
+    expect(page.locator("#trace-result-title")).to_be_focused()
+    expect(page.locator("#trace-summary")).to_contain_text(f"{len(shown)} events")
+    walk.step("the reservation's events, in order", events=len(shown))
+    audit.page(page, "librarian-trace")
+    walk.readme_shot(page, "librarian-trace")
+
+    again = walk.open("librarian-link")
+    walk.sign_in(again, "librarian")
+    again.goto(f"/#/trace/{params['reservation_id']}")
+    expect(again.locator("#trace-rows tr")).to_have_count(len(shown))
+    walk.check_clean()
+    assert not audit.problems, f"{len(audit.problems)} problems:\n" + "\n".join(audit.problems)
+    return {"checked": audit.checked}
+
+
 SCENARIOS = {name: function for name, function in globals().items()
              if name in ("story", "restart", "unavailable", "audit", "keyboard", "errors",
-                         "profile", "notices", "search", "renew", "older", "address", "preview")}
+                         "profile", "notices", "search", "renew", "older", "address", "preview", "trace")}
 
 
 def main(argv):

@@ -99,6 +99,10 @@ def test_the_trace_describes_an_event_by_its_envelope_and_its_own_fields():
 
 def test_a_window_never_starts_before_what_a_broker_timestamp_can_say():
     assert eventlog.since("0001-01-01") == eventlog.EPOCH
-    for nonsense in ("999999999D", "9" * 30 + "m", "2024-13-01"):
+    assert eventlog.since("0001-01-01T00:00:00+01:00") == eventlog.EPOCH
+    assert eventlog.since("999999999D") == eventlog.EPOCH  # longer ago than any log
+    assert eventlog.since("9999-12-31T23:59:59-01:00") == eventlog.FUTURE
+    assert eventlog.since("2024-05-01t10:00:00z") == datetime(2024, 5, 1, 10, 0, tzinfo=timezone.utc)
+    for nonsense in ("9" * 30 + "m", "2024-13-01", "yesterday"):
         with pytest.raises(ValueError):
             eventlog.since(nonsense)

@@ -16,6 +16,7 @@ import * as librarian from "./librarian.js";
 import * as mypage from "./mypage.js";
 import * as notices from "./notices.js";
 import * as profile from "./profile.js";
+import * as trace from "./trace.js";
 
 const ROUTES = {
   catalogue: { label: "Catalogue", roles: ["customer", "librarian", null], view: catalogue },
@@ -23,6 +24,7 @@ const ROUTES = {
   notices: { label: "Notices", roles: ["customer"], view: notices, needs: "notifications" },
   profile: { label: "Profile", roles: ["customer"], view: profile, needs: "account" },
   stock: { label: "Stock", roles: ["librarian"], view: librarian },
+  trace: { label: "Trace", roles: ["librarian"], view: trace, needs: "trace" },
   deliveries: { label: "Deliveries", roles: ["courier"], view: courier },
   signin: { label: "Sign in", roles: [null], view: null },
 };

@@ -13,6 +13,7 @@ const WANTED = {
   notifications: (doc) => Boolean(op(doc, "get", "/notifications")),
   search: (doc) => queryNames(doc, "get", "/books").includes("q"),
   mypagePaging: (doc) => queryNames(doc, "get", "/mypage").includes("limit"),
+  trace: (doc) => Boolean(op(doc, "get", /^\/reservations\/\{[^}]+\}\/events$/)),
   renew: (doc) => Boolean(op(doc, "post", /^\/reservations\/\{[^}]+\}\/renew$/)),
   logout: (doc) => Boolean(op(doc, "post", "/auth/logout")),
   signupEmail: (doc) => bodyFields(doc, "post", "/auth/register").includes("email"),
