@@ -416,6 +416,7 @@ def test_a_librarian_traces_a_reservation(system, library, api, axe_installed):
         "reservation_id": reservation["id"], "event_types": [item["event_type"] for item in events]}).verdict()
     assert {tuple(pair) for pair in verdict["details"]["checked"]} >= {
         ("librarian-trace", width) for width in (360, 1200, 1920)}
+    assert os.path.getsize(os.path.join(OUT, "readme", "librarian-trace.png")) > 1000  # the README's picture
 
 
 def test_the_new_screens_on_answers_shaped_as_the_spec_says(system, library, axe_installed):
