@@ -34,7 +34,7 @@ def main(argv=None):
     try:
         start = since(args.since)
     except ValueError as error:
-        parser.error(str(error))
+        parser.error(f"SINCE: {error}")
     config = Cluster().config
     found, scanned = story(config["AMQP_URI"], config, args.reservation_id, start)
     for entry in found:
