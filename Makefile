@@ -24,10 +24,13 @@ deps: .venv/.installed ## Install the pinned Python packages into .venv
 broker: ## Make sure RabbitMQ (with its management plugin) is running
 	@ops/broker.sh
 
+postgres: ## Make sure PostgreSQL answers at DATABASE_HOST (make up CLUSTER=3 and the storage tests use it)
+	@ops/postgres.sh
+
 redis: ## Make sure Redis is running (rate limits and sign-outs shared by the gateway replicas)
 	@ops/redis.sh
 
-up: deps $(if $(CLUSTER),,broker) redis ## Start every service, supervised, in the background and wait until ready (again: keeps what runs); CLUSTER=3: on 3 RabbitMQ nodes of its own and PostgreSQL
+up: deps $(if $(CLUSTER),postgres,broker) redis ## Start every service, supervised, in the background and wait until ready (again: keeps what runs); CLUSTER=3: on 3 RabbitMQ nodes of its own and PostgreSQL
 	@$(PY) -m ops.run up $(if $(CLUSTER),--cluster $(CLUSTER))
 
 broker-stop: deps ## Stop RabbitMQ node NODE=n of make up CLUSTER=3 (the services move to the others)
@@ -84,10 +87,10 @@ screenshots: ## Copy the README's screenshots, taken by the browser tests, into 
 promtool: deps ## Fetch promtool into .venv/bin (the alert rule tests use it; no Prometheus server is installed)
 	@ops/promtool.sh
 
-test: deps broker redis chromium axe promtool ## Run every test (unit, integration, end to end, browser)
-	@$(NAMEKO) test tests -q -p no:cacheprovider -m "not cluster"
+test: deps broker redis postgres chromium axe promtool ## Run every test (unit, integration, end to end, browser, the cluster's node loss)
+	@$(NAMEKO) test tests -q -p no:cacheprovider
 
-test-cluster: deps redis ## The node-loss test on three RabbitMQ nodes of its own and PostgreSQL (about 3 minutes; SPEC §12)
+test-cluster: deps redis postgres ## The node-loss test on three RabbitMQ nodes of its own and PostgreSQL (about 3 minutes; SPEC §12)
 	@$(NAMEKO) test tests/faults/test_cluster.py -q -p no:cacheprovider -m cluster -s
 
 migrate: deps ## Migrate every SQL database in config.yml to the newest schema [SERVICE=name]
@@ -102,7 +105,7 @@ revision: deps ## Write the next migration of SERVICE=name from its models: MESS
 test-fast: deps broker redis ## The inner loop: unit and integration tests only
 	@$(NAMEKO) test tests/unit tests/integration -q -p no:cacheprovider
 
-.PHONY: help deps broker redis up down broker-stop broker-start start stop status logs shell test test-cluster test-fast chromium axe screenshots rollout metrics promtool mail
+.PHONY: help deps broker postgres redis up down broker-stop broker-start start stop status logs shell test test-cluster test-fast chromium axe screenshots rollout metrics promtool mail
 
 docs: deps ## Regenerate docs/asyncapi.json, docs/events.md and README's event table from the schemas and contracts
 	@$(PY) -m common.asyncapi > docs/asyncapi.json.tmp && mv docs/asyncapi.json.tmp docs/asyncapi.json
