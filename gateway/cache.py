@@ -8,8 +8,9 @@ profile of ``make bench`` (docs/performance.md):
   is never deleted, so once ``product`` has said yes for an id, the answer
   stays true and the check need not be made again. Only "yes" is kept: an id
   that is unknown now may be registered later.
-- ``PageCache``: each customer's ``GET /mypage`` answer, as the JSON bytes the
-  gateway sends. ``mypage`` announces every change of a customer's page with
+- ``PageCache``: each customer's ``GET /mypage`` answers, as the JSON bytes the
+  gateway sends, one per page asked for (``limit`` and ``cursor``); a change
+  drops every page of the customer. ``mypage`` announces every change of a customer's page with
   a ``mypage_changed`` event, which every gateway replica already receives
   (BROADCAST, for the live pages); the entry is dropped the moment it comes,
   before the live pages are told to refetch. An answer fetched while a change
@@ -83,7 +84,8 @@ class PageCache:
         self.max_pages = max_pages
         self.max_bytes = max_bytes
         self.clock = clock
-        self.entries = OrderedDict()  # customer -> (stored at, body) or a _Pending
+        self.entries = OrderedDict()  # (customer, part) -> (stored at, body) or a _Pending
+        self.parts = {}  # customer -> the keys of their entries
         self.size = 0
         self.hits = self.misses = 0
 
@@ -91,11 +93,12 @@ class PageCache:
     def enabled(self):
         return self.max_age > 0
 
-    def page(self, customer, fetch, wait=5.0):
-        """The JSON bytes of ``customer``'s page: cached, or the answer of
-        a fetch in flight, or ``fetch()``'s (kept unless the page changed
-        meanwhile)."""
-        entry = self.entries.get(customer)
+    def page(self, customer, fetch, wait=5.0, part=()):
+        """The JSON bytes of ``customer``'s page ``part`` (which page: any
+        hashable): cached, or the answer of a fetch in flight, or ``fetch()``'s
+        (kept unless the customer's page changed meanwhile)."""
+        key = (customer, part)
+        entry = self.entries.get(key)
         if isinstance(entry, _Pending):
             body = entry.wait(wait)
             if body is not None:
@@ -104,46 +107,53 @@ class PageCache:
         elif entry is not None:
             stored_at, body = entry
             if self.clock() - stored_at <= self.max_age:
-                self.entries.move_to_end(customer)
+                self.entries.move_to_end(key)
                 self.hits += 1
                 return body
         self.misses += 1
-        marker = self.begin(customer)
+        marker = self.begin(key)
         body = None
         try:
             body = fetch()
         finally:
             marker.done(body)
-            self.keep(customer, marker, body)
+            self.keep(key, marker, body)
         return body
 
-    def begin(self, customer):
+    def begin(self, key):
         marker = _Pending()
-        self._drop(customer)
-        self.entries[customer] = marker
+        self._drop(key)
+        self.entries[key] = marker
+        self.parts.setdefault(key[0], set()).add(key)
         return marker
 
-    def keep(self, customer, marker, body):
+    def keep(self, key, marker, body):
         """Keep ``body`` unless the page changed since ``begin``."""
-        if self.entries.get(customer) is not marker:
+        if self.entries.get(key) is not marker:
             return False
         if body is None or len(body) > self.max_bytes // 4:
-            del self.entries[customer]
+            self._drop(key)
             return False
-        self.entries[customer] = (self.clock(), body)
-        self.entries.move_to_end(customer)
+        self.entries[key] = (self.clock(), body)
+        self.entries.move_to_end(key)
         self.size += len(body)
         while len(self.entries) > self.max_pages or self.size > self.max_bytes:
             self._drop(next(iter(self.entries)))
         return True
 
     def invalidate(self, customer):
-        self._drop(customer)
+        for key in self.parts.get(customer, set()).copy():
+            self._drop(key)
 
-    def _drop(self, customer):
-        entry = self.entries.pop(customer, None)
+    def _drop(self, key):
+        entry = self.entries.pop(key, None)
         if entry is not None and not isinstance(entry, _Pending):
             self.size -= len(entry[1])
+        keys = self.parts.get(key[0])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self.parts[key[0]]
 
 
 class GatewayCaches(DependencyProvider):

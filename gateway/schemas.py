@@ -3,6 +3,9 @@
 Requests refuse unknown fields (no mass assignment), bound every string and
 type every number; the OpenAPI document is generated from these classes.
 """
+import base64
+import binascii
+import json
 import re
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
@@ -207,6 +210,42 @@ class BookQuery(Page):
                        "(an ISBN's digits may be typed with hyphens or spaces); at most 200 characters"})
 
 
+class KeysetCursor(fields.String):
+    """A cursor over a list kept newest first: the (moment, id) of the last
+    row of the page before, opaque to clients (base64url of a JSON pair).
+    Loads as that pair; ``keyset_cursor`` makes one."""
+
+    PATTERN = r"^[A-Za-z0-9_-]{1,200}$"
+
+    def __init__(self, metadata=None, **kwargs):
+        super().__init__(metadata={"pattern": self.PATTERN, "maxLength": 200, **(metadata or {})}, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not re.fullmatch(self.PATTERN, text):
+            raise ValidationError("not a cursor")
+        try:
+            key = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        except (binascii.Error, ValueError):
+            raise ValidationError("not a cursor") from None
+        if not (isinstance(key, list) and len(key) == 2 and all(isinstance(part, str) for part in key)
+                and len(key[0]) <= 40 and 1 <= len(key[1]) <= 36
+                and not any(re.search(r"[\x00-\x1f\x7f]", part) for part in key)):
+            raise ValidationError("not a cursor")
+        return tuple(key)
+
+
+def keyset_cursor(key):
+    """The cursor ``KeysetCursor`` loads as ``key`` (None: no next page)."""
+    if key is None:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(list(key), separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+class MyPageQuery(Page):
+    cursor = KeysetCursor(load_default=None, metadata={"description": "the `next` of the page before"})
+
+
 class DeliveryPage(Page):
     status = fields.String(load_default=None, validate=validate.OneOf(["preparing", "shipped", "delivered", "canceled"]))
 
@@ -276,7 +315,10 @@ class MyPageReservation(Schema):
 
 class MyPage(Schema):
     customer = fields.String(required=True)
-    reservations = fields.List(fields.Nested(MyPageReservation), required=True)
+    next = fields.String(required=True, allow_none=True,
+                         metadata={"description": "pass as ?cursor= for the next (older) page; null on the last"})
+    reservations = fields.List(fields.Nested(MyPageReservation), required=True,
+                               metadata={"description": "newest first"})
 
 
 # -- notices ----------------------------------------------------------------

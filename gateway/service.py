@@ -369,15 +369,21 @@ class GatewayService:
 
     # -- mypage ---------------------------------------------------------
 
-    @api("GET", "/mypage", roles={"customer"}, tag="mypage")
-    def my_page(self, request, user):
-        """Every reservation of the signed-in customer, from the read model."""
+    @api("GET", "/mypage", roles={"customer"}, query=schemas.MyPageQuery, tag="mypage")
+    def my_page(self, request, user, query):
+        """The signed-in customer's reservations, newest first, a page at a
+        time, from the read model."""
         pages, customer = self.caches.pages, user["username"]
+
+        def fetch():
+            answer = self.mypage.get(customer, query["limit"], query["cursor"])
+            return {**answer, "next": schemas.keyset_cursor(answer.get("next"))}
+
         if not pages.enabled:
-            return self.mypage.get(customer)
+            return fetch()
         if "no-cache" in request.headers.get("Cache-Control", ""):
             pages.invalidate(customer)
-        body = pages.page(customer, lambda: json.dumps(self.mypage.get(customer)).encode())
+        body = pages.page(customer, lambda: json.dumps(fetch()).encode(), part=(query["limit"], query["cursor"]))
         response = json_response(None)
         response.set_data(body)
         return response

@@ -22,6 +22,12 @@ A delivered reservation is a loan (SPEC §8): its ``due_at`` comes with
 ``reservation_delivered`` and moves later with each ``loan_renewed`` (so the
 latest is the one kept, whatever the order of arrival); ``overdue`` is set
 by ``loan_overdue`` and ended by ``reservation_returned``.
+
+A customer's page lists their views newest first, in that same order
+reversed (``line_key``: the moment reserved, then the id), a page at a time.
+The next page starts after the ``line_key`` of the last row shown (a keyset,
+not an offset): a key never changes once ``reservation_requested`` is in,
+so changes to the views between two pages neither repeat nor skip a row.
 """
 RESERVATION_PROGRESS = ["requested", "waitlisted", "confirmed", "shipped", "delivered", "returned"]
 DELIVERY_PROGRESS = ["preparing", "shipped", "delivered"]
@@ -122,6 +128,13 @@ def queue_position(view, waiting_ahead):
     if not view.waiting or waiting_ahead is None:
         return None
     return waiting_ahead + 1
+
+
+def page(rows, limit):
+    """``rows``: up to ``limit + 1`` (view, ...) newest first -> (the first
+    ``limit``, the ``line_key`` to read the next page before; None on the last)."""
+    shown = rows[:limit]
+    return shown, (shown[-1][0].line_key if len(rows) > limit and shown else None)
 
 
 def line_moved(was_waiting, view):

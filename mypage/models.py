@@ -33,15 +33,18 @@ def find(session, reservation_id):
     return session.get(ReservationView, reservation_id)
 
 
-def for_customer(session, customer, limit):
-    """The customer's most recent ``limit`` reservations, oldest first, with titles."""
-    rows = session.execute(
-        select(ReservationView, titles.c.title)
-        .outerjoin(titles, titles.c.book_id == ReservationView.book_id)
-        .where(ReservationView.customer == customer)
-        .order_by(ReservationView.created_at.desc(), ReservationView.reservation_id.desc())
-        .limit(limit)).all()
-    return list(reversed(rows))
+def for_customer(session, customer, limit, before=None):
+    """The customer's reservations, newest first (``page_key``), with titles:
+    at most ``limit``, and only those after ``before`` (a page_key) when given."""
+    created_at = func.coalesce(ReservationView.created_at, "")
+    query = (select(ReservationView, titles.c.title)
+             .outerjoin(titles, titles.c.book_id == ReservationView.book_id)
+             .where(ReservationView.customer == customer))
+    if before is not None:
+        at, reservation_id = before
+        query = query.where(or_(created_at < at, and_(created_at == at, ReservationView.reservation_id < reservation_id)))
+    return session.execute(query.order_by(created_at.desc(), ReservationView.reservation_id.desc())
+                           .limit(limit)).all()
 
 
 def title_of(session, book_id):

@@ -15,10 +15,11 @@ from common.handlers import handles
 from common.rpc import rpc
 from common.service import ServiceBase
 from mypage import models, views
-from mypage.domain import ReservationView, line_moved
+from mypage.domain import ReservationView, line_moved, page
 
 log = logging.getLogger(__name__)
 
+PAGE_SIZE = 100  # rows of a page unless asked otherwise (SPEC §5)
 MAX_RESERVATIONS = 500  # a page is bounded, like every list in the API
 MAX_ANNOUNCED = 500  # views told of a move in their line per event (the rest see it within the page cache's TTL)
 
@@ -37,11 +38,15 @@ class MyPageService(ServiceBase):
     store = views.ViewStore(models.Base)
 
     @rpc
-    def get(self, customer):
+    def get(self, customer, limit=PAGE_SIZE, before=None):
+        """A page of the customer's reservations, newest first; ``next`` is
+        what to pass as ``before`` for the following page (None on the last)."""
+        limit = max(1, min(int(limit), MAX_RESERVATIONS))
+        before = (str(before[0]), str(before[1])) if before else None
         with self.store.reading() as reader:
             port = views.reading(reader)
-            rows = port.for_customer(customer, MAX_RESERVATIONS)
-            return {"customer": customer, "reservations": [
+            rows, following = page(port.for_customer(customer, limit + 1, before), limit)
+            return {"customer": customer, "next": list(following) if following else None, "reservations": [
                 view.to_dict(title, port.waiting_ahead(view) if view.waiting else None) for view, title in rows]}
 
     @handles("product", "book_registered")

@@ -4,11 +4,14 @@ The port is what ``mypage.service`` asks of a store of views, inside a
 handler's transaction (``writing(tx)``) or for a page (``reading(reader)``):
 
     get(reservation_id) -> ReservationView or None     add(view) -> view
-    save_title(book_id, title)                         for_customer(customer, limit) -> [(view, title)]
-    waiting_ahead(view) -> int                         waiting_behind(view, limit) -> [view]
+    save_title(book_id, title)                         waiting_ahead(view) -> int
+    for_customer(customer, limit, before=None) -> [(view, title)]
+    waiting_behind(view, limit) -> [view]
 
-(the last two: a title's line, ``mypage.domain``; the views ``waiting_behind``
-gives are for reading only, never saved).
+(``for_customer``: newest first by ``line_key``, only those before the
+``line_key`` ``before`` when given: a page of MyPage, ``mypage.domain.page``.
+``waiting_ahead``, ``waiting_behind``: a title's line, ``mypage.domain``; the
+views ``waiting_behind`` gives are for reading only, never saved.)
 
 A view changed in place is saved with the transaction, as the SQL session
 does, so ``mypage.domain`` and the service code are the same on both.
@@ -91,8 +94,8 @@ class SqlViews:
     def save_title(self, book_id, title):
         models.save_title(self.session, book_id, title)
 
-    def for_customer(self, customer, limit):
-        return models.for_customer(self.session, customer, limit)
+    def for_customer(self, customer, limit, before=None):
+        return models.for_customer(self.session, customer, limit, before)
 
     def waiting_ahead(self, view):
         return models.waiting_ahead(self.session, view)
@@ -172,15 +175,25 @@ class RedisViews:
         if self._read(self.key("title", book_id)) is None:
             self.tx.later(lambda pipe: pipe.set(self.key("title", book_id), title))
 
-    def for_customer(self, customer, limit):
-        ids = [i.decode() for i in self.client.zrevrange(self.key("customer", customer), 0, limit - 1)]
+    def for_customer(self, customer, limit, before=None):
+        key = self.key("customer", customer)
+        if before is None:
+            ids = self.client.zrevrange(key, 0, limit - 1)
+        else:
+            # Equal times in id order, as Redis sorts them: those before the
+            # cursor's id first, then the earlier times.
+            created_at, reservation_id = before
+            score = _score(created_at)
+            ties = sorted((m for m in self.client.zrangebyscore(key, score, score) if m.decode() < reservation_id),
+                          reverse=True)
+            ids = (ties + self.client.zrevrangebyscore(key, f"({score!r}", "-inf", start=0, num=limit))[:limit]
+        ids = [i.decode() for i in ids]
         if not ids:
             return []
         raws = self.client.mget([self.key("view", i) for i in ids])
         found = [_load(raw) for raw in raws if raw is not None]
         titles = self.client.mget([self.key("title", view.book_id) for view in found]) if found else []
-        rows = [(view, title.decode() if title is not None else None) for view, title in zip(found, titles)]
-        return list(reversed(rows))
+        return [(view, title.decode() if title is not None else None) for view, title in zip(found, titles)]
 
     def waiting_ahead(self, view):
         return self.client.zrank(self.key("line", view.book_id), view.reservation_id) or 0

@@ -63,7 +63,7 @@ def test_a_reservation_appears_with_its_title_and_the_change_is_announced(mypage
     requested = handle(mypage, publish, step("reservation_requested", correlation_id="corr-42"))
 
     assert mypage_db.one("SELECT title FROM titles WHERE book_id = 7")["title"] == "Dune"
-    assert page(rpc) == {"customer": "alice", "reservations": [{
+    assert page(rpc) == {"customer": "alice", "next": None, "reservations": [{
         "reservation_id": "r-1", "book_id": 7, "title": "Dune", "status": "requested", "delivery_status": None,
         "updated_at": requested["occurred_at"], "queue_position": None, "due_at": None, "overdue": False,
         "history": [{"status": "requested", "at": requested["occurred_at"]}]}]}
@@ -96,7 +96,7 @@ def test_a_page_shows_only_its_customers_reservations(mypage, publish, rpc):
     handle(mypage, publish, step("reservation_requested", "r-b", customer="bob"))
     assert [r["reservation_id"] for r in page(rpc, "alice")["reservations"]] == ["r-a"]
     assert [r["reservation_id"] for r in page(rpc, "bob")["reservations"]] == ["r-b"]
-    assert page(rpc, "carol") == {"customer": "carol", "reservations": []}
+    assert page(rpc, "carol") == {"customer": "carol", "next": None, "reservations": []}
 
 
 def test_events_out_of_order_only_move_the_view_forward(mypage, publish, rpc):

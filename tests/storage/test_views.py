@@ -103,14 +103,45 @@ def test_the_same_event_twice_changes_the_view_once(open_store):
     assert [h["status"] for h in page(service)["r-1"]["history"]] == ["requested"]
 
 
-def test_a_page_lists_the_customers_rows_oldest_first_and_only_theirs(open_store):
+def test_a_page_lists_the_customers_rows_newest_first_and_only_theirs(open_store):
     _, service = open_store()
     for rid, customer in [("r-a", "alice"), ("r-b", "bob"), ("r-c", "alice")]:
         handle(service, step("reservation_requested", reservation_id=rid, customer=customer))
         eventlet.sleep(0.002)  # distinct creation times
-    assert list(page(service)) == ["r-a", "r-c"]
+    assert list(page(service)) == ["r-c", "r-a"]
     assert list(page(service, "bob")) == ["r-b"]
     assert page(service, "nobody") == {}
+    assert service.get("nobody")["next"] is None
+
+
+def test_pages_cover_every_row_once_newest_first_whatever_changes_between_them(open_store):
+    """Seven reservations, three of them made at the same moment (ties go by
+    id), read three at a time; between two pages a row already shown and
+    one not yet shown change: no row repeats, none is skipped."""
+    _, service = open_store()
+    moments = ["2026-01-01T10:00:00.000001+00:00", "2026-01-01T10:00:00.000002+00:00"] + \
+        ["2026-01-01T10:00:00.000003+00:00"] * 3 + ["2026-01-01T10:00:00.000004+00:00",
+                                                   "2026-01-01T10:00:00.000005+00:00"]
+    for n, at in enumerate(moments):
+        handle(service, {**step("reservation_requested", reservation_id=f"r-{n}"), "occurred_at": at})
+    handle(service, step("reservation_requested", reservation_id="r-bob", customer="bob"))
+    seen, before, pages = [], None, 0
+    while True:
+        answer = service.get("alice", 3, before)
+        assert len(answer["reservations"]) <= 3
+        seen += [row["reservation_id"] for row in answer["reservations"]]
+        pages += 1
+        if pages == 1:  # the newest row (shown) and an older one (not yet) change
+            handle(service, step("reservation_confirmed", reservation_id="r-6"))
+            handle(service, step("reservation_canceled", reservation_id="r-0"))
+        before = answer["next"]
+        if before is None:
+            break
+    assert seen == ["r-6", "r-5", "r-4", "r-3", "r-2", "r-1", "r-0"]
+    assert pages == 3
+    assert [r["reservation_id"] for r in service.get("alice", 7)["reservations"]] == seen
+    assert service.get("alice", 7)["next"] is None
+    assert service.get("alice", 6)["next"] is not None
 
 
 def test_queue_position_follows_the_line_and_its_moves_are_announced(open_store):

@@ -31,6 +31,21 @@ def test_a_page_is_fetched_once_then_served_until_it_changes():
     assert len(calls) == 2
 
 
+def test_each_page_of_a_customer_is_kept_apart_and_a_change_drops_them_all():
+    pages = PageCache(max_age=2.0)
+    assert pages.page("alice", lambda: b"first", part=(100, None)) == b"first"
+    assert pages.page("alice", lambda: b"second", part=(100, ("t", "r-1"))) == b"second"
+    assert pages.page("alice", lambda: b"small", part=(2, None)) == b"small"
+    assert pages.page("bob", lambda: b"bob's", part=(100, None)) == b"bob's"
+    assert pages.page("alice", lambda: b"again", part=(100, None)) == b"first"
+    assert pages.size == len(b"first" + b"second" + b"small" + b"bob's")
+    pages.invalidate("alice")
+    assert pages.page("alice", lambda: b"new", part=(100, ("t", "r-1"))) == b"new"
+    assert pages.page("alice", lambda: b"new first", part=(100, None)) == b"new first"
+    assert pages.page("bob", lambda: b"refetched", part=(100, None)) == b"bob's"
+    assert pages.size == len(b"new" + b"new first" + b"bob's") and set(pages.parts) == {"alice", "bob"}
+
+
 def test_a_page_expires_after_max_age():
     clock = Clock()
     pages = PageCache(max_age=2.0, clock=clock)
