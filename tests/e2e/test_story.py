@@ -202,3 +202,36 @@ def test_the_catalogue_checks_isbns_refuses_a_second_title_and_searches(library)
     assert [b["id"] for b in page["items"]] == [book["id"]] and page["next"]
     assert [b["id"] for b in found(word, limit=1, cursor=page["next"])["items"]] == [other["id"]]
     assert library.anonymous.get("/books", params={"q": "x" * 201}).status_code == 400
+
+
+def test_mypage_pages_cover_every_reservation_once_newest_first(library):
+    """SPEC §5: GET /mypage?limit=&cursor=. A customer with more reservations
+    than a page: the pages hold them all, newest first, none twice, and the
+    last one says so (next null). A bad limit or cursor is a 400."""
+    name = f"dan{uuid.uuid4().hex[:6]}"
+    library.anonymous.ok("POST", "/auth/register", 201, json={"username": name, "password": "secret-pass"})
+    dan = Client.signed_in(library.url, name, "secret-pass")
+    ids = []
+    for _ in range(7):  # canceled at once: the lending limits count live reservations only
+        reservation = library.reserve(dan, library.new_book(copies=1)["id"])
+        dan.ok("POST", f"/reservations/{reservation['id']}/cancel")
+        ids.append(reservation["id"])
+    eventually(lambda: len(dan.ok("GET", "/mypage", params={"limit": 10})["reservations"]) == 7,
+               message="all seven on MyPage")
+
+    seen, cursor, sizes = [], None, []
+    while True:
+        page = dan.ok("GET", "/mypage", params={"limit": 3, **({"cursor": cursor} if cursor else {})})
+        assert page["customer"] == name
+        sizes.append(len(page["reservations"]))
+        seen += [row["reservation_id"] for row in page["reservations"]]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert sizes == [3, 3, 1]
+    assert seen == ids[::-1]  # newest first, each once
+    assert dan.ok("GET", "/mypage")["next"] is None  # 7 < the default 100
+
+    for params, field in [({"limit": 501}, "limit"), ({"limit": 0}, "limit"), ({"cursor": "not-one"}, "cursor")]:
+        answer = dan.get("/mypage", params=params)
+        assert answer.status_code == 400 and field in answer.json()["error"]["details"], answer.text
