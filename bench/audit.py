@@ -93,7 +93,7 @@ def audit(cluster, library, book_ids, accepted=(), customers=None):
 
     pages = {}
     for name, client in (customers or {}).items():
-        pages.update({row["reservation_id"]: row for row in client.ok("GET", "/mypage")["reservations"]})
+        pages.update(library.mypage(client))  # every page of it
     deliveries = collections.defaultdict(list)
     for delivery in library.all_deliveries():
         deliveries[delivery["reservation_id"]].append(delivery)

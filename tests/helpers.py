@@ -166,7 +166,14 @@ class Library:
                 return items
 
     def mypage(self, customer):
-        return {row["reservation_id"]: row for row in customer.ok("GET", "/mypage")["reservations"]}
+        """Every row of the customer's MyPage (all its pages), by reservation id."""
+        rows, cursor = {}, None
+        while True:
+            page = customer.ok("GET", "/mypage", params={"limit": 500, **({"cursor": cursor} if cursor else {})})
+            rows.update((row["reservation_id"], row) for row in page["reservations"])
+            cursor = page["next"]
+            if cursor is None:
+                return rows
 
 
 def rpc(amqp_uri, timeout=10):
