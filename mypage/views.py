@@ -46,12 +46,12 @@ from contextlib import contextmanager
 from datetime import datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import eventlet
 from eventlet.semaphore import Semaphore
 from nameko.extensions import DependencyProvider
 from nameko_sqlalchemy.database import DB_URIS_KEY
 
 from common import correlation, errors, events
+from common.outbox import Pending
 from common.store import Store
 from mypage import models
 from mypage.domain import ReservationView
@@ -227,7 +227,7 @@ class RedisTransaction:
         self.store = store
         self.pipe = pipe
         self.views = RedisViews(store.client, store.prefix, tx=self)
-        self.emitted = []  # (outbox member, event)
+        self.emitted = []  # Pending, keyed by their outbox member
         self._writes = []
 
     def later(self, write):
@@ -243,7 +243,8 @@ class RedisTransaction:
 
     def emit(self, event_type, **fields):
         event = events.make(event_type, correlation.current(), **fields)
-        self.emitted.append((json.dumps(event, sort_keys=True), event))
+        member = json.dumps(event, sort_keys=True)
+        self.emitted.append(Pending.of(event, key=member, body=member))
         return event
 
     def commit(self):
@@ -254,7 +255,7 @@ class RedisTransaction:
         self.views.write_changed(pipe)
         if self.emitted:
             now = time.time()
-            pipe.zadd(self.store.outbox_key, {member: now for member, _ in self.emitted})
+            pipe.zadd(self.store.outbox_key, {pending.key: now for pending in self.emitted})
         if len(pipe):
             pipe.execute()  # raises WatchError if a watched key changed
         else:
@@ -277,18 +278,9 @@ class RedisViewStore(Store):
         # trips); other replicas are kept out of the way by WATCH.
         self.write_lock = Semaphore(1)
 
-    def stop(self):
-        """Like ``Store.stop``: the relay finishes its sweep, then the client closes."""
-        self._stopping = True
-        stopped = getattr(self, "_relay_stopped", None)
-        if stopped is not None:
-            with eventlet.Timeout(self.stop_timeout, False):
-                stopped.wait()
+    def close(self):
         self.client.close()
-
-    def kill(self):
-        self._stopping = True
-        self.client.close()
+        self.publisher.close()
 
     @contextmanager
     def transaction(self, deadline=None):
@@ -304,8 +296,7 @@ class RedisViewStore(Store):
                     tx.commit()
                 except redis.WatchError:
                     raise ViewConflict("a view changed under this event; it will be retried") from None
-        if tx.emitted:
-            self.publish([(member, event["event_type"], event) for member, event in tx.emitted])
+        self.committed(tx.emitted)
 
     @contextmanager
     def reading(self):
@@ -317,16 +308,13 @@ class RedisViewStore(Store):
     def backlog(self):
         return self.client.zcard(self.outbox_key)
 
-    def _mark_published(self, sent):
-        self.client.zrem(self.outbox_key, *sent)
+    def mark_published(self, keys):
+        self.client.zrem(self.outbox_key, *keys)
 
-    def _unpublished(self, cutoff, batch):
-        members = self.client.zrangebyscore(self.outbox_key, "-inf", cutoff, start=0, num=batch)
-        rows = []
-        for member in members:
-            event = json.loads(member)
-            rows.append((member, event["event_type"], event))
-        return rows
+    def unpublished(self, cutoff, limit):
+        members = self.client.zrangebyscore(self.outbox_key, "-inf", cutoff, start=0, num=limit)
+        members = [member.decode() if isinstance(member, bytes) else member for member in members]
+        return [Pending.of(json.loads(member), key=member, body=member) for member in members]
 
     def prune(self):
         pass  # applied-event markers expire by themselves; sent events are removed

@@ -134,7 +134,7 @@ class Rebuild:
                 self.store = getattr(bound, "impl", bound)  # mypage.views.ViewStore wraps a Store
                 if not isinstance(self.store, Store):
                     raise Refused(f"{service_name}'s store is not SQL")
-                self.store.publish = self._mark_sent  # never publish what the handlers emit again
+                self.store.committed = self._mark_sent  # never publish what the handlers emit again
                 setattr(self.service, attribute, StoreHandle(self.store))
             elif isinstance(provider, Config):
                 setattr(self.service, attribute, config)
@@ -142,9 +142,10 @@ class Rebuild:
                 setattr(self.service, attribute, _NoSideEffects(attribute))
         self.summary = Summary()
 
-    def _mark_sent(self, rows):
-        self.store._write_marks([seq for seq, _, _ in rows])
-        return len(rows)
+    def _mark_sent(self, pending):
+        """What a transaction committed (``common.outbox.Pending``): marked sent, not handed to the relay."""
+        if pending:
+            self.store.mark_published([p.key for p in pending])
 
     def apply(self, entry):
         self.summary.scanned += 1

@@ -43,15 +43,16 @@ def slow_publisher(store, seconds):
     """Make every publish of ``store`` take ``seconds``; returns the list of
     event types published, and an event set when the first one starts."""
     published, started = [], threading.Event()
-    publish = store.publisher.publish
+    publish = store.publisher.publish_batch
 
-    def slow(payload, **kwargs):
-        started.set()
-        eventlet.sleep(seconds)
-        publish(payload, **kwargs)
-        published.append(payload["event_type"])
+    def slow(messages):
+        for message in messages:  # one at a time, slowly
+            started.set()
+            eventlet.sleep(seconds)
+            publish([message])
+            published.append(message.routing_key)
 
-    store.publisher.publish = slow
+    store.publisher.publish_batch = slow
     return published, started
 
 

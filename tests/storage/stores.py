@@ -1,5 +1,6 @@
 """A service's store set up outside a container, as a replica would have it:
 its real database, a publisher that records instead of sending."""
+import json
 import types
 
 from nameko.constants import AMQP_URI_CONFIG_KEY
@@ -8,14 +9,19 @@ from nameko_sqlalchemy.database import DB_URIS_KEY
 
 
 class RecordingPublisher:
+    """``common.publisher.ConfirmedPublisher``'s interface; ``sent`` has the events."""
+
     def __init__(self):
         self.sent = []
         self.fail = False
 
-    def publish(self, payload, **options):
+    def publish_batch(self, messages):
         if self.fail:
             raise ConnectionError("the broker is away")
-        self.sent.append(payload)
+        self.sent.extend(json.loads(message.body) for message in messages)
+
+    def close(self):
+        pass
 
 
 def set_up(provider, service_cls, uri):
