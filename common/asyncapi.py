@@ -32,7 +32,8 @@ DOCUMENT_VERSION = "1.0.0"
 SERVICES = ("product", "reservation", "delivery", "mypage", "notification", "gateway")
 JSON_TYPES = ("string", "integer", "number", "boolean", "object", "array")
 SERVICE_POOL, BROADCAST = "service_pool", "broadcast"
-PERSISTENT = 2  # AMQP delivery mode of every event (nameko's default)
+PERSISTENT = 2  # AMQP delivery mode of every event from an outbox (nameko's default)
+TRANSIENT = 1  # and of the hints (EventType.persistent False)
 
 # What the shared handler (common.handlers.handles) reads of every event it
 # receives, whichever service it runs in: a contract of its own.
@@ -292,9 +293,13 @@ def document(consumers=None, types=None):
                 "operationId": f"{spec.producer}_publishes_{spec.name}",
                 "summary": spec.summary.strip(),
                 "description": (f"Published by {spec.producer} from its transactional outbox: at least "
-                                f"once, after the change that caused it is committed."),
+                                f"once, after the change that caused it is committed." if spec.persistent else
+                                f"Published by {spec.producer} after the change that caused it is committed, "
+                                f"as a non-persistent hint kept in no outbox: at most once (lost if the "
+                                f"producer or the broker stops first)."),
                 "tags": [{"name": spec.producer}],
-                "bindings": {"amqp": {"deliveryMode": PERSISTENT, "bindingVersion": AMQP_BINDING_VERSION}},
+                "bindings": {"amqp": {"deliveryMode": PERSISTENT if spec.persistent else TRANSIENT,
+                                      "bindingVersion": AMQP_BINDING_VERSION}},
                 "message": refs[0] if len(refs) == 1 else {"oneOf": refs},
             },
             "x-producer": spec.producer,

@@ -292,6 +292,9 @@ class EventType:
     version: int = SCHEMA_VERSION
     older: tuple = ()  # OlderVersion, oldest first: still accepted, upgraded on receipt
     emitted: Optional[int] = None  # the version producers write; the newest unless set
+    # False: a hint, published after the commit as a non-persistent message and
+    # kept in no outbox (at most once); True: from the outbox, at least once.
+    persistent: bool = True
 
     @property
     def exchange(self):
@@ -336,7 +339,7 @@ _TYPES = [
     EventType("delivery_shipped", "delivery", DeliveryShipped, DeliveryShipped.__doc__),
     EventType("delivery_delivered", "delivery", DeliveryDelivered, DeliveryDelivered.__doc__),
     EventType("delivery_canceled", "delivery", DeliveryCanceled, DeliveryCanceled.__doc__),
-    EventType("mypage_changed", "mypage", MyPageChanged, MyPageChanged.__doc__),
+    EventType("mypage_changed", "mypage", MyPageChanged, MyPageChanged.__doc__, persistent=False),
     EventType("customer_updated", "gateway", CustomerUpdated, CustomerUpdated.__doc__),
 ]
 TYPES = {t.name: t for t in _TYPES}

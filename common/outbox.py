@@ -49,21 +49,23 @@ def declare_base():
 
 
 class Pending:
-    """An event committed to the outbox and not yet published: its outbox key
-    (the event id), its type (the routing key) and its JSON text."""
+    """An event committed and not yet published: its outbox key (the event
+    id), its type (the routing key) and its JSON text. ``durable`` False: a
+    hint (an event type that is not ``persistent``), kept in no outbox."""
 
-    __slots__ = ("key", "event_type", "body", "correlation_id")
+    __slots__ = ("key", "event_type", "body", "correlation_id", "durable")
 
-    def __init__(self, key, event_type, body, correlation_id):
+    def __init__(self, key, event_type, body, correlation_id, durable=True):
         self.key = key
         self.event_type = event_type
         self.body = body
         self.correlation_id = correlation_id
+        self.durable = durable
 
     @classmethod
-    def of(cls, event, key=None, body=None):
+    def of(cls, event, key=None, body=None, durable=True):
         return cls(key or event["event_id"], event["event_type"], body or json.dumps(event),
-                   event.get("correlation_id") or "")
+                   event.get("correlation_id") or "", durable)
 
     @classmethod
     def stored(cls, key, event_type, body):
@@ -77,23 +79,25 @@ class Transaction:
     def __init__(self, session, base):
         self.session = session
         self._base = base
-        self.emitted = []  # Pending, in the order emitted
+        self.emitted = []  # Pending, in the order emitted (announcements too)
 
     def emit(self, event_type, **fields):
-        """Record an event in the outbox; it is published once this commits."""
+        """Record an event in the outbox; it is published once this commits.
+        An event type that is not ``persistent`` (a hint no consumer needs
+        to be sure of: ``mypage_changed``) is kept in no outbox and published
+        once this commits as a non-persistent message: cheap, and lost if the
+        process or the broker dies first."""
         event = events.make(event_type, correlation.current(), **fields)
-        self.emitted.append(Pending.of(event))
+        self.emitted.append(Pending.of(event, durable=events.TYPES[event_type].persistent))
         return event
 
     def write_outbox(self):
         """Insert what was emitted, in one statement (SQL core, no ORM objects);
         ``Store.transaction`` calls it just before the commit."""
-        if not self.emitted:
-            return
-        now = time.time()
-        self.session.execute(self._base.OutboxEvent.__table__.insert(), [
-            {"event_id": p.key, "event_type": p.event_type, "payload": p.body, "created_at": now}
-            for p in self.emitted])
+        rows = [{"event_id": p.key, "event_type": p.event_type, "payload": p.body, "created_at": time.time()}
+                for p in self.emitted if p.durable]
+        if rows:
+            self.session.execute(self._base.OutboxEvent.__table__.insert(), rows)
 
     def first_time(self, event, handler):
         """True, and remembered with this transaction, the first time

@@ -57,7 +57,7 @@ class OutboxRelay:
             self.publish(pending)
             return
         self._queue.extend(pending)
-        self._in_hand.update(p.key for p in pending)
+        self._in_hand.update(p.key for p in pending if p.durable)
         if not self._wake.ready():
             self._wake.send()
 
@@ -71,14 +71,16 @@ class OutboxRelay:
             return 0
         try:
             self.store.publisher.publish_batch([
-                Message(self.exchange, p.event_type, p.body, p.correlation_id) for p in pending])
+                Message(self.exchange, p.event_type, p.body, p.correlation_id, p.durable) for p in pending])
         except Exception as error:  # the broker is away; the sweep retries
             log.warning("outbox publish deferred: %s", error, extra={"pending": len(pending)})
             OUTBOX_FAILURES.labels(self.service_name).inc()
             return 0
         OUTBOX_PUBLISHED.labels(self.service_name).inc(len(pending))
+        durable = [p.key for p in pending if p.durable]
         try:
-            self.store.mark_published([p.key for p in pending])
+            if durable:
+                self.store.mark_published(durable)
         except Exception as error:  # published, not marked: the sweep sends them again (harmless)
             log.warning("outbox marks deferred: %s", error, extra={"pending": len(pending)})
         return len(pending)

@@ -4,7 +4,9 @@ Inbound: a handler for every reservation and delivery event, and for new
 titles; RPC for the gateway to read a customer's page. It never calls
 another service: while one is down, MyPage shows what it last heard, and
 catches up on everything it missed when it comes back (its queues are
-durable). Each change is announced as ``mypage_changed`` for live pages.
+durable). Each change is announced as ``mypage_changed`` for live pages and
+the gateway's page cache: a non-persistent hint published after the commit,
+kept in no outbox (``persistent=False`` in ``common.events``; docs/performance.md).
 
 Its views are kept in SQL or in Redis, as ``MYPAGE_DB_URI`` says; the code
 below is the same for both (see ``mypage.views``).

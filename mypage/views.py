@@ -243,6 +243,9 @@ class RedisTransaction:
 
     def emit(self, event_type, **fields):
         event = events.make(event_type, correlation.current(), **fields)
+        if not events.TYPES[event_type].persistent:  # a hint: in no outbox (common.outbox.Transaction.emit)
+            self.emitted.append(Pending.of(event, durable=False))
+            return event
         member = json.dumps(event, sort_keys=True)
         self.emitted.append(Pending.of(event, key=member, body=member))
         return event
@@ -253,9 +256,10 @@ class RedisTransaction:
         for write in self._writes:
             write(pipe)
         self.views.write_changed(pipe)
-        if self.emitted:
+        durable = [pending.key for pending in self.emitted if pending.durable]
+        if durable:
             now = time.time()
-            pipe.zadd(self.store.outbox_key, {pending.key: now for pending in self.emitted})
+            pipe.zadd(self.store.outbox_key, {key: now for key in durable})
         if len(pipe):
             pipe.execute()  # raises WatchError if a watched key changed
         else:

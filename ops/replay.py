@@ -144,8 +144,9 @@ class Rebuild:
 
     def _mark_sent(self, pending):
         """What a transaction committed (``common.outbox.Pending``): marked sent, not handed to the relay."""
-        if pending:
-            self.store.mark_published([p.key for p in pending])
+        durable = [p.key for p in pending if p.durable]
+        if durable:
+            self.store.mark_published(durable)
 
     def apply(self, entry):
         self.summary.scanned += 1

@@ -47,7 +47,7 @@ class SqliteStore:
             session.commit()
         finally:
             session.close()
-        self.emitted += [json.loads(row.payload) for row in tx.emitted]
+        self.emitted += [json.loads(pending.body) for pending in tx.emitted]
 
     @contextmanager
     def reading(self):

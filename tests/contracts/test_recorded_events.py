@@ -117,8 +117,8 @@ def problems_with(message, doc):
                      f"is not the payload's {payload.get('correlation_id')!r}")
     if message.content_type != "application/json":
         found.append(f"{where}: content type {message.content_type}")
-    if message.properties.get("delivery_mode") != 2:
-        found.append(f"{where}: not persistent")
+    if message.properties.get("delivery_mode") != (2 if spec.persistent else 1):
+        found.append(f"{where}: not persistent" if spec.persistent else f"{where}: a hint sent persistent")
     return found
 
 
