@@ -46,16 +46,37 @@ FAULT = os.environ.get("BOOKRENTAL_FAULT", "")
 
 
 class Store(DependencyProvider):
-    """A service's database, its outbox and the relay that publishes it."""
+    """A service's database, its outbox and the relay that publishes it.
+
+    Who waits for whom when writing:
+
+    - SQLite: one writer at a time per database (``BEGIN IMMEDIATE``); this
+      process's writers queue as green threads for it (``write_lock``), so
+      none holds a connection or SQLite's busy handler while it waits.
+    - PostgreSQL: writers run side by side, in every replica. What must be
+      serialized is serialized by the rows it reads to decide: a write
+      transaction's session has ``info["for_update"]``, and the services'
+      ``models`` read the rows a decision rests on with ``SELECT ... FOR
+      UPDATE`` (one title's stock and queue, one reservation, one delivery,
+      one MyPage row). Two writes to different titles commit together; a
+      second replica adds write throughput.
+    - ``serialized=True`` keeps the former service-wide turn on PostgreSQL
+      (an advisory lock per transaction): for a service whose decisions read
+      many rows (the gateway's refresh-token rotation, notification's mail
+      leases), low in volume and off the reservation's path.
+    """
 
     stop_timeout = 10.0  # seconds a stop waits for the relay to publish what it holds
     retention = 7 * 24 * 3600  # how long applied-event ids and sent events are kept
+    serialized = False
 
-    def __init__(self, base, migrations=None):
+    def __init__(self, base, migrations=None, serialized=None):
         self.base = base
         # The package whose migrations/ makes the schema; by default the
         # service's own (product.service:ProductService -> product/migrations).
         self.migrations = migrations
+        if serialized is not None:
+            self.serialized = serialized
 
     def setup(self):
         service_name = self.container.service_name
@@ -71,18 +92,13 @@ class Store(DependencyProvider):
         self.is_sqlite = self.db_uri.startswith("sqlite")
         self.engine = engine_for(self.db_uri)
         self.read_engine = engine_for(self.db_uri, write=False) if self.is_sqlite else self.engine
-        self.Session = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self.Session = sessionmaker(bind=self.engine, expire_on_commit=False, info={"for_update": True})
         self.ReadSession = sessionmaker(bind=self.read_engine)
-        # Writers of one service take turns, as one writer per database is
-        # what the services are written for (a handler reads, decides, then
-        # writes). SQLite: BEGIN IMMEDIATE. PostgreSQL: every write
-        # transaction first takes the service's advisory lock (see
-        # transaction), so replicas take turns too; reads never wait.
-        # Queueing this process's writers here, as green threads, keeps one
-        # from holding a connection (or SQLite's busy handler) while it waits.
-        self.write_lock = Semaphore(1)
         postgres = self.engine.dialect.name == "postgresql"
-        self.serial_key = _advisory_key(f"bookrental-writer:{self.container.service_name}") if postgres else None
+        serial = postgres and self.serialized
+        self.serial_key = _advisory_key(f"bookrental-writer:{self.container.service_name}") if serial else None
+        # See the class: SQLite and a serialized store take turns in this process too.
+        self.write_lock = Semaphore(1) if (self.is_sqlite or serial or not postgres) else _NO_TURN
         self.create_schema()
 
     def create_schema(self):
@@ -207,6 +223,25 @@ class Store(DependencyProvider):
                 Outbox, Processed = self.base.OutboxEvent, self.base.ProcessedEvent
                 session.execute(Outbox.__table__.delete().where(Outbox.published_at < cutoff))
                 session.execute(Processed.__table__.delete().where(Processed.processed_at < cutoff))
+
+
+class _NoTurn:
+    """The write lock of a store whose writers need not take turns."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+_NO_TURN = _NoTurn()
+
+
+def for_update(session):
+    """Whether ``session`` writes: its reads a decision rests on lock their
+    rows (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite has one writer)."""
+    return session.info.get("for_update", False)
 
 
 def _advisory_key(name):

@@ -1,7 +1,7 @@
 """How deliveries are stored."""
 from sqlalchemy import Column, Integer, String, Table, select
 
-from common.store import declare_base
+from common.store import declare_base, for_update
 from delivery.domain import Delivery
 
 Base = declare_base()
@@ -23,11 +23,17 @@ Base.registry.map_imperatively(Delivery, deliveries)
 
 
 def find(session, delivery_id):
-    return session.scalars(select(Delivery).where(Delivery.id == delivery_id)).first()
+    return session.scalars(_locked(session, select(Delivery).where(Delivery.id == delivery_id))).first()
 
 
 def find_for_reservation(session, reservation_id):
-    return session.scalars(select(Delivery).where(Delivery.reservation_id == reservation_id)).first()
+    return session.scalars(_locked(session, select(Delivery).where(Delivery.reservation_id == reservation_id))).first()
+
+
+def _locked(session, query):
+    """In a write transaction the delivery's row stays locked until the commit
+    (PostgreSQL: replicas changing one delivery take turns)."""
+    return query.with_for_update() if for_update(session) else query
 
 
 def statuses(session, reservation_ids):

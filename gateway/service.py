@@ -57,7 +57,12 @@ class AccountStore(Store):
     The demo customers' contacts are announced (``customer_updated``) at
     every start in development: an announcement is the whole contact as it
     is now, so a repeat changes nothing, and a ``notification`` whose queue
-    did not exist yet at the first one learns them all the same."""
+    did not exist yet at the first one learns them all the same.
+
+    Serialized on PostgreSQL (``common.store.Store``): a refresh token's
+    rotation reads its whole family before it decides."""
+
+    serialized = True
 
     def setup(self):
         super().setup()

@@ -39,7 +39,7 @@ TICK = 1.0  # seconds between two sweeps of each timer
 class NotificationService(ServiceBase):
     name = "notification"
 
-    store = Store(models.Base)
+    store = Store(models.Base, serialized=True)  # mail leases and timers read many rows (common.store.Store)
     mailer = Mailer()
     config = Config()
 

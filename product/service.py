@@ -121,6 +121,9 @@ class ProductService(ServiceBase):
         book = models.find_title(tx.session, allocation.book_id, for_update=True)
         if book is None:
             return
+        # Every change to a title's allocations is made under its title's lock:
+        # read this one again now that we hold it (PostgreSQL, several replicas).
+        tx.session.refresh(allocation)
         waitlist = models.waitlist(tx.session, book.id, limit=book.stock + 1)
         self._emit(tx, book.release(allocation, waitlist))
 

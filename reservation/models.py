@@ -3,7 +3,7 @@ from sqlalchemy import (
     Boolean, Column, Float, Index, Integer, String, Table, UniqueConstraint, false, func, or_, select, text, true,
 )
 
-from common.store import declare_base
+from common.store import declare_base, for_update
 from reservation.domain import DELIVERED, LIVE, WAITLISTED, CancelIntent, Holdings, Reservation
 
 Base = declare_base()
@@ -44,7 +44,9 @@ Base.registry.map_imperatively(CancelIntent, cancel_intents)
 
 
 def find(session, reservation_id):
-    return session.get(Reservation, reservation_id)
+    """The reservation; in a write transaction its row stays locked until the
+    commit (PostgreSQL: replicas changing one reservation take turns)."""
+    return session.get(Reservation, reservation_id, with_for_update=for_update(session) or None)
 
 
 def holdings(session, customer, book_id, now, rules):

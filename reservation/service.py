@@ -260,6 +260,7 @@ class ReservationService(ServiceBase):
                  extra={"completed": settled[COMPLETE], "dropped": settled[DROP], "waiting": settled[WAIT]})
 
     def _settle(self, tx, reservation_id, delivery_status):
+        reservation = models.find(tx.session, reservation_id)  # locked first, as the cancel does
         intent = models.find_cancel_intent(tx.session, reservation_id)
         if intent is None:
             return None  # finished meanwhile
@@ -271,7 +272,6 @@ class ReservationService(ServiceBase):
             log.info("cancel intent dropped: delivery did not cancel", extra={
                 "reservation_id": reservation_id, "delivery_status": delivery_status})
             return outcome
-        reservation = models.find(tx.session, reservation_id)
         with _correlation(intent.correlation_id):  # the event and the log line carry the customer's request id
             caused = reservation.delivery_canceled(now_iso())
             self._emit(tx, reservation, caused)
