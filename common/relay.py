@@ -5,7 +5,8 @@ has confirmed it.
 - A worker hands its committed events over (``hand_over``) and goes on; it
   does not wait for the broker. One green thread per process publishes
   everything handed over since its last batch (``ConfirmedPublisher``: one
-  confirm round trip per batch) and then marks the batch sent in one write.
+  confirm round trip per batch) and marks what was confirmed sent, in one
+  write at most every ``mark_every`` seconds.
   At low load a batch is one event, published at once; under load, batches
   grow by themselves and the cost per event falls.
 - Nothing is marked before its confirm, and nothing is lost: a process that
@@ -36,6 +37,7 @@ class OutboxRelay:
     grace = 2.0  # an event this old, and not handed over here, was left behind
     batch = 500  # most events in one sweep
     prune_every = 3600  # sweeps between two prunes of old outbox rows and applied-event ids
+    mark_every = 0.1  # seconds: the most often the relay writes "sent" marks for what it published
 
     def __init__(self, store, exchange, service_name):
         self.store = store  # its publisher (common.publisher.ConfirmedPublisher) sends
@@ -63,42 +65,66 @@ class OutboxRelay:
 
     # -- publishing ----------------------------------------------------------
 
-    def publish(self, pending):
-        """Publish ``pending``, wait for the broker's confirms, mark them sent.
-        Returns how many were; failures are logged, not raised (the sweep
-        tries again)."""
+    def publish(self, pending, mark=True):
+        """Publish ``pending`` and wait for the broker's confirms; then mark
+        them sent (``mark``), or return the keys to mark to the caller.
+        Returns how many were published, or the keys; failures are logged,
+        not raised (the sweep tries again)."""
         if not pending:
-            return 0
+            return 0 if mark else []
         try:
             self.store.publisher.publish_batch([
                 Message(self.exchange, p.event_type, p.body, p.correlation_id, p.durable) for p in pending])
         except Exception as error:  # the broker is away; the sweep retries
             log.warning("outbox publish deferred: %s", error, extra={"pending": len(pending)})
             OUTBOX_FAILURES.labels(self.service_name).inc()
-            return 0
+            return 0 if mark else []
         OUTBOX_PUBLISHED.labels(self.service_name).inc(len(pending))
         durable = [p.key for p in pending if p.durable]
-        try:
-            if durable:
-                self.store.mark_published(durable)
-        except Exception as error:  # published, not marked: the sweep sends them again (harmless)
-            log.warning("outbox marks deferred: %s", error, extra={"pending": len(pending)})
+        if not mark:
+            return durable
+        self._mark(durable)
         return len(pending)
 
+    def _mark(self, keys):
+        try:
+            if keys:
+                self.store.mark_published(keys)
+        except Exception as error:  # published, not marked: the sweep sends them again (harmless)
+            log.warning("outbox marks deferred: %s", error, extra={"pending": len(keys)})
+
     def _publish_forever(self):
+        """Publish what is handed over, batch after batch. The marks of what
+        was confirmed are written at most every ``mark_every`` seconds (and
+        before stopping): one write for several batches at a low rate. A
+        crash in between leaves them to the sweep, which sends them again
+        (consumers apply an event once)."""
+        unmarked, marked_at = [], time.monotonic()
         try:
             while not (self.stopping and not self._queue):
                 if not self._queue:
-                    self._wake.wait()
-                    self._wake = Event()
+                    due = marked_at + self.mark_every - time.monotonic()
+                    if unmarked and due <= 0:
+                        unmarked, marked_at = self._marked(unmarked), time.monotonic()
+                        continue
+                    self._wake.wait(due if unmarked else None)
+                    if self._wake.ready():
+                        self._wake = Event()
                     continue
                 batch, self._queue = self._queue, []
-                try:
-                    self.publish(batch)
-                finally:
-                    self._in_hand.difference_update(p.key for p in batch)
+                confirmed = self.publish(batch, mark=False)
+                unmarked.extend(confirmed)
+                confirmed = set(confirmed)
+                # Not confirmed: no longer ours; the sweep sends it after `grace`.
+                self._in_hand.difference_update(p.key for p in batch if p.key not in confirmed)
         finally:
+            self._marked(unmarked)
             self._stopped[0].send()
+
+    def _marked(self, keys):
+        self._mark(keys)
+        self._in_hand.difference_update(keys)
+        return []
 
     # -- the sweep -----------------------------------------------------------
 
