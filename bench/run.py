@@ -402,6 +402,7 @@ def run_bench(args):
             for _ in range(args.sustain_tries):
                 rate = round(capacity * fraction, 1)
                 log(f"sustained load: open loop at {rate}/s")
+                accepted_before, cpu_before = observer.accepted(), cpu_seconds(system.pids())
                 with observer:
                     start = time.time()
                     offered = loadgen({"url": system.url, "method": "POST", "path": "/reservations",
@@ -411,6 +412,10 @@ def run_bench(args):
                 outcome = analyse(observer.samples, start, end)
                 outcome.update({"offered_per_s": rate, "answered_per_s": round(offered["rps"], 1),
                                 "p99_ms": offered["p99_ms"], "drain_s": observer.drain()})
+                # CPU per reservation at a rate the system keeps up with: less
+                # inflated by contention than under overload.
+                outcome["cpu_ms_per_reservation"] = round(
+                    (cpu_seconds(system.pids()) - cpu_before) * 1000 / max(1, observer.accepted() - accepted_before), 2)
                 attempts.append(outcome)
                 keeps_up = (not outcome["growing_queues"] and outcome["lag_growth_per_s"] < 0.03 * rate
                             and offered["statuses"].get("202", 0) >= 0.97 * rate * duration)
@@ -496,12 +501,12 @@ def table(results):
     row("  p50 / p99", sized["p50_ms"], "ms", None, _fmt(sized["p99_ms"], "ms") + " p99")
     reserve = results["reserve"]
     row(f"POST /reservations (c={c['concurrency']}, bearer)", reserve["rps"], "/s", rpc["rps"], "rpc route",
-        ">= 70%", cpu(reserve.get("cpu_ms_per_request"), rpc["cpu_ms_per_request"]))
+        ">= 40%", cpu(reserve.get("cpu_ms_per_request"), rpc["cpu_ms_per_request"]))
     row("  p50", reserve["p50_ms"], "ms", rpc["p50_ms"], "rpc route p50")
-    row("  p99", reserve["p99_ms"], "ms", rpc["p99_ms"], "rpc route p99")
+    row("  p99", reserve["p99_ms"], "ms", rpc["p99_ms"], "rpc route p99", "<= 300%")
     overload = results["overload"]
     row("end to end under overload (processed/s)", overload["processed_per_s"], "/s", rpc["rps"], "rpc route",
-        cpu=cpu(overload.get("cpu_ms_per_reservation"), rpc["cpu_ms_per_request"]))
+        "CPU <= 4x", cpu(overload.get("cpu_ms_per_reservation"), rpc["cpu_ms_per_request"]))
     growing = ", ".join(f"{k} +{v}/s" for k, v in overload["growing_queues"].items()) or "none"
     rows.append(("  queues growing under overload", growing[:70], "", "", "", "", ""))
     by_service = overload.get("cpu_ms_per_reservation_by_service") or {}
@@ -511,7 +516,7 @@ def table(results):
     sustained = results["sustained"]
     if sustained:
         row("end to end sustained (no growing backlog)", sustained["processed_per_s"], "/s", rpc["rps"],
-            "rpc route", ">= 35%")
+            "rpc route", ">= 25%", cpu(sustained.get("cpu_ms_per_reservation"), rpc["cpu_ms_per_request"]))
         rows.append(("  offered / lag growth", f"{sustained['offered_per_s']}/s",
                      "", f"{sustained['lag_growth_per_s']}/s", "", "", ""))
     else:
@@ -528,7 +533,7 @@ def table(results):
             f"MyPage freshness at {half['offered_rps']}/s (n={stats['n']}), p50"
         row(label, stats["p50_ms"], "ms", rpc["p50_ms"], "rpc route p50")
         row("    p99" if kind != "all" else "  p99", stats["p99_ms"], "ms", rpc["p99_ms"], "rpc route p99",
-            "<= 250 ms" if kind == "all" else "")
+            "<= 150 ms" if kind == "all" else "")
     page = results["mypage"]
     row(f"GET /mypage, {PAGE_ROWS} reservations ({c['page_bytes']} B)", page["rps"], "/s", sized["rps"],
         "no-rpc, same size", ">= 80%", cpu(page.get("cpu_ms_per_request"), sized["cpu_ms_per_request"]))
