@@ -180,10 +180,11 @@ class Observer:
 
     def queues(self):
         response = requests.get(f"{MANAGEMENT}/api/queues/{self.vhost}",
-                                params={"columns": "name,messages"}, timeout=5)
+                                params={"columns": "name,messages,type"}, timeout=5)
         response.raise_for_status()
+        # A stream (the event log, events.log) keeps what it is sent: it never drains.
         return {q["name"]: q.get("messages") or 0 for q in response.json()
-                if not q["name"].startswith("rpc.reply")}
+                if not q["name"].startswith("rpc.reply") and q.get("type") != "stream"}
 
     def sample(self):
         return {"t": time.time(), "accepted": self.accepted(), "processed": self.processed(),
