@@ -116,7 +116,7 @@ class ReservationService(ServiceBase):
             try:
                 self._cancel_delivery(reservation, expires_at)
             except Unavailable:
-                # delivery's answer is lost, but delivery_canceled (published
+                # delivery's answer is lost, but delivery_canceled (committed
                 # before it answers) may have canceled the reservation meanwhile.
                 with self.store.reading() as session:
                     now = self._owned(session, reservation_id, customer).to_dict()
