@@ -12,12 +12,13 @@ transaction (``common.store.for_update``, the services' ``models``): the
 second test shows what happens without it. There is no service-wide lock:
 a write to another title commits while one title is locked."""
 import time
+import uuid
 
 import eventlet
 import pytest
 from sqlalchemy import select
 
-from common import events
+from common import events, isbn
 from common.store import Store
 from product import models
 from product.domain import Title
@@ -45,7 +46,7 @@ def replicas(pg_database):
 
 def new_title(store):
     with store.transaction() as tx:
-        title = Title("1", "Dune", "F. H.", 0)
+        title = Title(isbn.with_check_digit(f"978{uuid.uuid4().int % 10 ** 9:09d}"), "Dune", "F. H.", 0)
         tx.session.add(title)
         tx.session.flush()
         return title.id
