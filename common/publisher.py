@@ -106,7 +106,9 @@ class ConfirmedPublisher:
         if self._channel is not None:
             return self._channel
         connection = Connection(self.amqp_uri, heartbeat=0, connect_timeout=CONNECT_TIMEOUT)
-        connection.ensure_connection(max_retries=1)
+        # AMQP_URI may list a cluster's nodes ("a;b;c"): each retry tries the next.
+        connection.ensure_connection(max_retries=len(self.amqp_uri.split(";")), interval_start=0.1,
+                                     interval_step=0.5, interval_max=1)
         channel = connection.channel()
         channel.confirm_select()
         channel.events["basic_ack"].add(self._on_ack)
