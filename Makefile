@@ -94,11 +94,11 @@ test-cluster: deps redis postgres ## The node-loss test on three RabbitMQ nodes 
 	@$(NAMEKO) test tests/faults/test_cluster.py -q -p no:cacheprovider -m cluster -s
 
 migrate: deps ## Migrate every SQL database in config.yml to the newest schema [SERVICE=name]
-	@$(PY) -m common.migrate upgrade $(SERVICE)
+	@$(PY) -m ops.migrate upgrade $(SERVICE)
 
 revision: deps ## Write the next migration of SERVICE=name from its models: MESSAGE="what changes"
 	@test -n "$(SERVICE)" || { echo "usage: make revision SERVICE=name MESSAGE='what changes'"; exit 2; }
-	@$(PY) -m common.migrate revision $(SERVICE) -m "$(or $(MESSAGE),change)"
+	@$(PY) -m ops.migrate revision $(SERVICE) -m "$(or $(MESSAGE),change)"
 
 .PHONY: migrate revision
 

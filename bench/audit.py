@@ -22,7 +22,7 @@ import collections
 
 from sqlalchemy import bindparam, create_engine, inspect, text
 
-from tests.helpers import rpc
+from bench.harness import rpc
 
 LIVE = ("confirmed", "shipped", "delivered")
 # What the delivery of a reservation in each status may be (None: no delivery).
@@ -77,7 +77,7 @@ def audit(cluster, library, book_ids, accepted=(), customers=None):
     """The list of problems (empty when all is well) of a quiet system.
 
     ``accepted``: reservation ids a client got 202 for; ``customers``:
-    {username: helpers.Client} whose MyPage to compare (default: every
+    {username: bench.harness.Client} whose MyPage to compare (default: every
     customer of the audited reservations must be in it)."""
     problems = []
     reservations = stored_reservations(cluster, book_ids)

@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import sqlite3
 import subprocess
 import sys
@@ -41,15 +40,12 @@ import shutil
 
 import requests
 
+from bench.harness import MANAGEMENT, free_port, isbn13, throwaway_vhost
+from common.config import BACKENDS, SERVICES
+from ops.run import Cluster, _http_ok
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-
-from helpers import MANAGEMENT, free_port, throwaway_vhost  # noqa: E402
-from common import isbn  # noqa: E402
-from ops.run import Cluster, _http_ok  # noqa: E402
-
 PY = sys.executable
-BACKENDS = ["product", "reservation", "delivery", "mypage", "notification"]
 CUSTOMERS = 32
 BOOKS = 8
 STOCK = 100_000
@@ -215,7 +211,7 @@ class Observer:
         """Wait until every accepted reservation is processed and the queues are empty."""
         started = time.time()
         while time.time() - started < timeout:
-            gone = [name for name in BACKENDS + ["gateway"] if not self.cluster.pids(name)]
+            gone = [name for name in SERVICES if not self.cluster.pids(name)]
             if gone:  # e.g. the shared broker was restarted under it
                 raise RuntimeError(f"{', '.join(gone)} exited during the benchmark; see {self.cluster.state_dir}/log")
             try:
@@ -291,7 +287,7 @@ class System:
         self.cluster.down()
 
     def pids(self, *services):
-        return [pid for name in (services or BACKENDS + ["gateway"]) for pid in self.cluster.pids(name).values()]
+        return [pid for name in (services or SERVICES) for pid in self.cluster.pids(name).values()]
 
     def token(self, username, password):
         response = requests.post(self.url + "/auth/token", json={"username": username, "password": password},
@@ -309,7 +305,7 @@ class System:
 
     def new_book(self, librarian, copies):
         response = requests.post(self.url + "/books", headers={"Authorization": f"Bearer {librarian}"}, json={
-            "isbn": isbn.with_check_digit(f"978{random.randrange(10 ** 9):09d}"), "title": f"Bench {time.time()}",
+            "isbn": isbn13(), "title": f"Bench {time.time()}",
             "author": "Bench", "copies": copies},
             timeout=30)
         response.raise_for_status()
@@ -378,7 +374,7 @@ def run_bench(args):
 
             log("POST /reservations, closed loop: the front door, and end to end under overload")
             accepted_before, cpu_before = observer.accepted(), cpu_seconds(system.pids())
-            per_service_before = {name: cpu_seconds(system.pids(name)) for name in BACKENDS + ["gateway"]}
+            per_service_before = {name: cpu_seconds(system.pids(name)) for name in SERVICES}
             with observer:
                 start = time.time()
                 reserve = measured({"url": system.url, "method": "POST", "path": "/reservations",

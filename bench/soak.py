@@ -27,11 +27,12 @@ import uuid
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+sys.path[:0] = [ROOT]
 
 from bench.audit import audit, stored_reservations  # noqa: E402
-from helpers import Client, Library, free_port, throwaway_vhost  # noqa: E402
-from ops.run import BACKENDS, Cluster  # noqa: E402
+from bench.harness import Client, Library, free_port, throwaway_vhost  # noqa: E402
+from common.config import BACKENDS  # noqa: E402
+from ops.run import Cluster  # noqa: E402
 
 TITLES = 8
 COPIES = 4  # few copies a title, so waitlists form and move

@@ -25,11 +25,11 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from common import events
+from common.config import SERVICES
 
 ASYNCAPI_VERSION = "2.6.0"
 AMQP_BINDING_VERSION = "0.2.0"
 DOCUMENT_VERSION = "1.0.0"
-SERVICES = ("product", "reservation", "delivery", "mypage", "notification", "gateway")
 JSON_TYPES = ("string", "integer", "number", "boolean", "object", "array")
 SERVICE_POOL, BROADCAST = "service_pool", "broadcast"
 PERSISTENT = 2  # AMQP delivery mode of every event from an outbox (nameko's default)

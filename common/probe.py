@@ -29,22 +29,14 @@ import time
 import uuid
 import warnings
 
+from common.config import load_config
+
 EXIT_OK = 0
 EXIT_FAIL = 1
 
 
 class _Deadline(Exception):
     pass
-
-
-def load_config(path):
-    """The config as ``nameko run`` builds it, environment substituted."""
-    import yaml
-    from nameko.cli.main import setup_yaml_parser
-
-    setup_yaml_parser()
-    with open(path) as stream:
-        return yaml.safe_load(stream)
 
 
 def _temporary_reply_listener():
@@ -133,7 +125,7 @@ def main(argv=None):
     signal.signal(signal.SIGALRM, give_up)
     signal.alarm(hard_limit)
     try:
-        config = load_config(args.config)
+        config = load_config(path=args.config)
         result = check(args.service, config, args.timeout)
     except _Deadline as error:
         print(f"{args.service}: unhealthy: {error}", flush=True)

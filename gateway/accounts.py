@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from common import migrate
-from common.probe import load_config
+from common.config import load_config
 from common.store import engine_for
 from gateway import auth, models
 from gateway.domain import Account
@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _session(config_path):
-    config = load_config(config_path)
+    config = load_config(path=config_path)
     engine = engine_for(config["DB_URIS"]["gateway:Base"])
     migrate.upgrade("gateway", engine)  # the same schema the gateway makes
     return Session(engine)

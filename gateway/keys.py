@@ -225,7 +225,7 @@ def path_of(config):
 
 
 def main(argv=None):
-    from common.probe import load_config
+    from common.config import load_config
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     parser = argparse.ArgumentParser(description="The gateway's token signing keys.")
@@ -238,7 +238,7 @@ def main(argv=None):
     drop.add_argument("kid")
     commands.add_parser("jwks", help="print the JWK Set the gateway publishes")
     args = parser.parse_args(argv)
-    path = args.keys or path_of(load_config(args.config))
+    path = args.keys or path_of(load_config(path=args.config))
     try:
         if args.command == "rotate":
             ring = rotate(path)

@@ -25,6 +25,7 @@ from werkzeug.security import safe_join
 from werkzeug.wrappers import Response
 
 from common import eventlog
+from common.config import BACKENDS
 from common.correlation import Correlation
 from common.errors import BadRequest, NotAllowed, NotFound, Unavailable
 from common.metrics import Metrics
@@ -43,7 +44,6 @@ log = logging.getLogger(__name__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 WEB_ROOT = os.path.join(HERE, "web")
 ASYNCAPI = os.path.join(os.path.dirname(HERE), "docs", "asyncapi.json")
-BACKENDS = ("product", "reservation", "delivery", "mypage", "notification")
 PRUNE_CHANCE = 0.01  # of a sign-in deleting the refresh tokens that expired a day ago
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")

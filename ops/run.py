@@ -46,41 +46,15 @@ import sys
 import time
 import urllib.request
 
-import yaml
 from kombu import Connection
-from nameko.cli.main import setup_yaml_parser
 
+from common.config import BACKENDS, SERVICES, load_config
 from ops import clustered, state
 from ops.brokers import Brokers
 from ops.supervision import FAILED, LIVE, UP, Supervisor, Unavailable, alive, marked_processes, tail, terminate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The services, in one place: name -> the Nameko service class `nameko run`
-# starts. Every name but the gateway is a backend.
-# TODO(coordinator): read this from common/config.py once it has the list.
-SERVICES = {
-    "product": "product.service:ProductService",
-    "reservation": "reservation.service:ReservationService",
-    "delivery": "delivery.service:DeliveryService",
-    "mypage": "mypage.service:MyPageService",
-    "notification": "notification.service:NotificationService",
-    "gateway": "gateway.service:GatewayService",
-}
-BACKENDS = [name for name in SERVICES if name != "gateway"]
 MAIL_CATCHER = "mailcatcher"  # not a Nameko service: the development SMTP server, when SMTP_HOST is not set
-
-
-def load_config(env):
-    """config.yml as ``nameko run`` reads it, under the environment ``env``."""
-    setup_yaml_parser()
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        with open(os.path.join(ROOT, "config.yml")) as handle:
-            return yaml.safe_load(handle)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def program_name(service, replica, generation=1):

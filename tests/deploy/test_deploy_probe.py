@@ -12,6 +12,7 @@ from deploy_support import ROOT
 
 pytest.importorskip("nameko")
 from common import probe  # noqa: E402  (needs nameko only when it runs)
+from common.config import load_config  # noqa: E402
 
 
 def closed_port():
@@ -66,7 +67,7 @@ def test_config_is_read_as_nameko_run_reads_it(monkeypatch):
     monkeypatch.setenv("AMQP_URI", "pyamqp://someone:pw@broker:5672/vhost")
     monkeypatch.setenv("PRODUCT_DB_URI", "postgresql+psycopg2://product:pw@db:5432/product")
     monkeypatch.delenv("RPC_TIMEOUT", raising=False)
-    config = probe.load_config(str(ROOT / "config.yml"))
+    config = load_config(path=str(ROOT / "config.yml"))
     assert config["AMQP_URI"] == "pyamqp://someone:pw@broker:5672/vhost"
     assert config["DB_URIS"]["product:Base"] == "postgresql+psycopg2://product:pw@db:5432/product"
     assert config["RPC_TIMEOUT"] == 5  # the ${NAME:default}, typed as YAML types it

@@ -14,10 +14,9 @@ from kombu import Connection, Exchange, Queue
 from nameko.standalone.events import event_dispatcher, get_event_exchange
 from nameko.standalone.rpc import ClusterRpcProxy
 
+from common.config import BACKENDS
 from common.handlers import DEAD_LETTER_EXCHANGE
 from support import CANCEL_TIMEOUT, CIRCUIT_FAIL_MAX, CIRCUIT_RESET_TIMEOUT, Database, EventLog
-
-SERVICES = ("product", "reservation", "delivery", "mypage", "notification")
 
 
 @pytest.fixture
@@ -27,7 +26,7 @@ def config(rabbit_config, tmp_path):
         **rabbit_config,
         "serializer": "json",
         "max_workers": 10,
-        "DB_URIS": {f"{name}:Base": f"sqlite:///{tmp_path}/{name}.db" for name in SERVICES},
+        "DB_URIS": {f"{name}:Base": f"sqlite:///{tmp_path}/{name}.db" for name in BACKENDS},
         "RPC_TIMEOUT": 5,
         "CANCEL_TIMEOUT": CANCEL_TIMEOUT,
         "CIRCUIT_FAIL_MAX": CIRCUIT_FAIL_MAX,

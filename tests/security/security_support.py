@@ -6,10 +6,9 @@ import os
 import subprocess
 import sys
 
+from common.config import BACKENDS  # noqa: F401 (the security tests import it from here)
 from helpers import LENDING_LIMITS_OFF, free_port, throwaway_vhost
 from ops.run import ROOT, Cluster
-
-BACKENDS = ("product", "reservation", "delivery", "mypage", "notification")
 # No limit is reached by the tests that use these: the rate-limit tests start
 # a gateway of their own with tight ones; nor are the lending limits (SPEC §8).
 LOOSE_LIMITS = {"RATE_LIMIT_ENABLED": "false", **LENDING_LIMITS_OFF}

@@ -21,7 +21,6 @@ from helpers import running_system  # noqa: F401  (re-exported: the storage test
 
 PG_ADMIN = os.environ.get("BOOKRENTAL_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("BOOKRENTAL_TEST_REDIS", "redis://127.0.0.1:6379/0")
-SERVICES = ("product", "reservation", "delivery", "mypage", "notification", "gateway")
 
 
 @functools.lru_cache(maxsize=None)

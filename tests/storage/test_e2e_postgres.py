@@ -7,7 +7,8 @@ same stories on SQLite every time."""
 import pytest
 
 from e2e import test_story as story
-from servers import SERVICES, require_postgres, running_system, throwaway_databases
+from common.config import SERVICES
+from servers import require_postgres, running_system, throwaway_databases
 from views_story import mypage_replicas_agree_with_the_reservations
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -14,7 +14,7 @@ from sqlalchemy import inspect, text
 
 from common import migrate
 from common.store import engine_for
-from servers import SERVICES
+from common.config import SERVICES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -129,7 +129,7 @@ def test_make_migrate_upgrades_every_configured_database(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore",
            **{f"{service.upper()}_DB_URI": f"sqlite:///{tmp_path}/{service}.db" for service in SERVICES}}
     env["MYPAGE_DB_URI"] = "redis://127.0.0.1:6379/0"
-    result = subprocess.run([sys.executable, "-m", "common.migrate", "upgrade"], cwd=ROOT, env=env,
+    result = subprocess.run([sys.executable, "-m", "ops.migrate", "upgrade"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "mypage: redis store, nothing to migrate" in result.stdout

@@ -10,7 +10,7 @@ from nameko.events import EventHandler
 from nameko.rpc import Rpc
 
 from common.events import TYPES
-from ops.run import SERVICES
+from common.config import SERVICES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOC = open(os.path.join(ROOT, "docs", "design.md")).read()
