@@ -137,9 +137,3 @@ def audit(cluster, library, book_ids, accepted=(), customers=None):
                 problems.append(Problem("invariant", f"title {book_id}: {inventory['stock']} in stock while "
                                                      f"{waiting} wait"))
     return problems
-
-
-def duplicate_deliveries(library):
-    """How many reservations have more than one delivery."""
-    counts = collections.Counter(d["reservation_id"] for d in library.all_deliveries())
-    return sum(1 for n in counts.values() if n > 1)

@@ -257,8 +257,6 @@ class MyPageChanged(ReservationEvent):
                            "null before any.", allow_none=True)
 
 
-ViewChanged = MyPageChanged  # its former name
-
 
 # gateway: the accounts it owns
 

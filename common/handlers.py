@@ -57,6 +57,12 @@ class ReliableEventHandler(EventHandler):
         }
         self.amqp_uri = self.container.config[AMQP_URI_CONFIG_KEY]
         self.publisher = Publisher(self.amqp_uri, serializer="json")
+        # A body that cannot be decoded (not JSON) never reaches
+        # handle_message: kombu hands it to the consumer's on_decode_error,
+        # whose default acks it, silently dropped. Rejected instead, it goes
+        # through the queue's dead-letter arguments above to <queue>.dead.
+        # (The container's RPC queues have none: there, it is dropped as before.)
+        self.queue_consumer.on_decode_error = _park_undecodable
 
     def start(self):
         with Connection(self.amqp_uri) as connection:
@@ -108,6 +114,12 @@ class ReliableEventHandler(EventHandler):
         headers = dict(message.headers)
         headers.update({RETRIES_HEADER: retries, ERROR_HEADER: reason})
         self.publisher.publish(message.payload, exchange=exchange, routing_key=routing_key, headers=headers)
+
+
+def _park_undecodable(message, error):
+    log.error("event parked on its dead-letter queue, its body cannot be decoded: %s", error,
+              extra={"routing_key": message.delivery_info.get("routing_key")})
+    message.reject(requeue=False)
 
 
 def _service_name(service):

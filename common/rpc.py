@@ -151,10 +151,6 @@ class _TimedServiceProxy:
         return _TimedServiceProxy(self._worker_ctx, self._service_name, self._reply_listener, self.timeout,
                                   self.breaker, deadline)
 
-    @property
-    def circuit(self):
-        return self.breaker.current_state if self.breaker else None
-
     def __getattr__(self, method_name):
         def call(*args, **kwargs):
             if self.breaker is None:

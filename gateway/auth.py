@@ -35,7 +35,6 @@ DEMO_ACCOUNTS = [("librarian", "librarian", "librarian"), ("alice", "alice", "cu
                  ("bob", "bob", "customer"), ("courier", "courier", "courier")]
 
 _SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1, "dklen": 32}
-USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,31}$")
 MIN_PASSWORD = 8
 # The passwords that are tried first; a real deployment would check a breach list.
 COMMON_PASSWORDS = frozenset({

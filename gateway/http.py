@@ -50,7 +50,6 @@ from gateway.ratelimit import RateLimiter, retry_after
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
-MAX_ID = 2 ** 31 - 1  # the largest integer id a path may carry: <int(max=2147483647):...>
 RETRY_AFTER_SECONDS = 5
 LIMITS = ("default", "login", "signup", "none")  # the rate limits a route may ask for
 METRICS_PATH = "/metrics"  # Prometheus' scrape of this process (common.metrics), outside the API

@@ -277,7 +277,6 @@ class RedisViewStore(Store):
         self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3,
                                            health_check_interval=30)
         self.outbox_key = f"{self.prefix}:outbox"
-        self.is_sqlite = False
         # One writer at a time in this process (a transaction is a few round
         # trips); other replicas are kept out of the way by WATCH.
         self.write_lock = Semaphore(1)
