@@ -101,6 +101,12 @@ def event_log(config, amqp):
 
 
 @pytest.fixture
+def emitted(event_log, request):
+    """What the module's service (its ``SERVICE``) emits."""
+    return event_log(request.module.SERVICE)
+
+
+@pytest.fixture
 def dead_letters(amqp):
     """``dead_letters(queue_name)``: the messages parked on ``<queue>.dead``
     (waiting up to ``timeout`` for at least ``count``)."""

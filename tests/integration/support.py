@@ -4,6 +4,7 @@ import time
 import uuid
 
 from kombu import Queue
+from nameko.testing.services import entrypoint_waiter
 from sqlalchemy import create_engine, text
 
 from common import events
@@ -114,3 +115,12 @@ def assert_envelope(event, event_type, correlation_id):
     uuid.UUID(event["event_id"])
     assert event["occurred_at"].endswith("+00:00"), event["occurred_at"]
     events.parse(event_type, event)  # every field its schema requires
+
+
+def handled(container, publish, sent, method=None):
+    """Publish ``sent`` as its producer does, and wait until ``container``'s
+    ``method`` (by default ``on_<event_type>``) has handled it, without error."""
+    with entrypoint_waiter(container, method or f"on_{sent['event_type']}", timeout=5) as result:
+        publish(events.TYPES[sent["event_type"]].producer, sent)
+    result.get()
+    return sent

@@ -12,19 +12,17 @@ from nameko.testing.services import entrypoint_waiter, worker_factory
 from common import handlers
 from delivery.domain import Delivery
 from delivery.service import DeliveryService
-from support import assert_envelope, event, handler_queue
+from support import assert_envelope, event, handled, handler_queue
 
 CONFIRMED_QUEUE = handler_queue("reservation", "reservation_confirmed", "delivery", "on_reservation_confirmed")
+
+
+SERVICE = "delivery"  # the service under test: what ``emitted`` (conftest) watches
 
 
 @pytest.fixture
 def delivery(start):
     return start(DeliveryService)
-
-
-@pytest.fixture
-def emitted(event_log):
-    return event_log("delivery")
 
 
 @pytest.fixture
@@ -36,15 +34,9 @@ def reservation_event(event_type, reservation_id="r-1", correlation_id="corr-res
     return event(event_type, correlation_id, reservation_id=reservation_id, book_id=book_id, customer=customer)
 
 
-def handle(container, publish, sent, method):
-    with entrypoint_waiter(container, method, timeout=5) as result:
-        publish("reservation", sent)
-    return result
-
-
 def confirmed(container, publish, reservation_id="r-1", **kwargs):
     sent = reservation_event("reservation_confirmed", reservation_id, **kwargs)
-    handle(container, publish, sent, "on_reservation_confirmed")
+    handled(container, publish, sent, "on_reservation_confirmed")
     return sent
 
 
@@ -57,8 +49,8 @@ def only_delivery(delivery_db):
 
 def test_a_delivery_goes_to_the_address_its_confirmation_carries(delivery, publish, rpc, delivery_db):
     sent = {**reservation_event("reservation_confirmed", "r-1"), "address": "12 Reading Lane\nBooktown"}
-    handle(delivery, publish, sent, "on_reservation_confirmed")
-    handle(delivery, publish, reservation_event("reservation_confirmed", "r-2"), "on_reservation_confirmed")
+    handled(delivery, publish, sent, "on_reservation_confirmed")
+    handled(delivery, publish, reservation_event("reservation_confirmed", "r-2"), "on_reservation_confirmed")
 
     by_reservation = {d["reservation_id"]: d for d in rpc().delivery.list()["items"]}
     assert by_reservation["r-1"]["address"] == "12 Reading Lane\nBooktown"
@@ -78,8 +70,8 @@ def test_a_confirmed_reservation_gets_a_delivery_in_preparation(delivery, publis
 
 def test_the_same_confirmation_twice_makes_one_delivery(delivery, publish, emitted, delivery_db):
     twice = reservation_event("reservation_confirmed")
-    handle(delivery, publish, twice, "on_reservation_confirmed")
-    handle(delivery, publish, twice, "on_reservation_confirmed")
+    handled(delivery, publish, twice, "on_reservation_confirmed")
+    handled(delivery, publish, twice, "on_reservation_confirmed")
     confirmed(delivery, publish)  # and a republished one, with a new event id
 
     assert delivery_db.count("deliveries") == 1
@@ -215,7 +207,7 @@ def test_a_canceled_reservation_event_cancels_a_delivery_not_yet_delivered(
     courier.delivery.deliver(delivered_id)
 
     for rid in ("r-1", "r-2", "r-unknown"):
-        handle(delivery, publish, reservation_event("reservation_canceled", rid, correlation_id=f"corr-{rid}"),
+        handled(delivery, publish, reservation_event("reservation_canceled", rid, correlation_id=f"corr-{rid}"),
                "on_reservation_canceled")
 
     statuses = {r["reservation_id"]: r["status"] for r in delivery_db.rows("SELECT * FROM deliveries")}

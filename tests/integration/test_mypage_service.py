@@ -15,19 +15,14 @@ from common import events
 from common.rpc import ServiceRpc
 from mypage.domain import ReservationView
 from mypage.service import MyPageService
-from support import assert_envelope, event, handler_queue
+from support import assert_envelope, event, handled, handler_queue
 
-SOURCES = {"reservation": "reservation", "delivery": "delivery", "book": "product"}
+SERVICE = "mypage"  # the service under test: what ``emitted`` (conftest) watches
 
 
 @pytest.fixture
 def mypage(start):
     return start(MyPageService)
-
-
-@pytest.fixture
-def emitted(event_log):
-    return event_log("mypage")
 
 
 @pytest.fixture
@@ -42,25 +37,14 @@ def step(event_type, reservation_id="r-1", customer="alice", book_id=7, correlat
     return event(event_type, correlation_id or f"corr-{event_type}", **fields)
 
 
-def source_of(sent):
-    return SOURCES[sent["event_type"].split("_", 1)[0]]
-
-
-def handle(container, publish, sent):
-    with entrypoint_waiter(container, f"on_{sent['event_type']}", timeout=5) as result:
-        publish(source_of(sent), sent)
-    result.get()  # the handler did not fail
-    return sent
-
-
 def page(rpc, customer="alice"):
     return rpc().mypage.get(customer)
 
 
 def test_a_reservation_appears_with_its_title_and_the_change_is_announced(mypage, publish, rpc, emitted, mypage_db):
-    handle(mypage, publish, event("book_registered", book_id=7, isbn="978-1", title="Dune", author="F. Herbert",
+    handled(mypage, publish, event("book_registered", book_id=7, isbn="978-1", title="Dune", author="F. Herbert",
                                   stock=1))
-    requested = handle(mypage, publish, step("reservation_requested", correlation_id="corr-42"))
+    requested = handled(mypage, publish, step("reservation_requested", correlation_id="corr-42"))
 
     assert mypage_db.one("SELECT title FROM titles WHERE book_id = 7")["title"] == "Dune"
     assert page(rpc) == {"customer": "alice", "next": None, "reservations": [{
@@ -77,7 +61,7 @@ def test_a_reservation_appears_with_its_title_and_the_change_is_announced(mypage
 def test_the_whole_story_builds_the_row_and_its_history(mypage, publish, rpc, emitted, mypage_db):
     story = ["reservation_requested", "reservation_confirmed", "delivery_created", "reservation_shipped",
              "delivery_shipped", "reservation_delivered", "delivery_delivered", "reservation_returned"]
-    sent = [handle(mypage, publish, step(kind)) for kind in story]
+    sent = [handled(mypage, publish, step(kind)) for kind in story]
 
     [row] = page(rpc)["reservations"]
     assert (row["status"], row["delivery_status"]) == ("returned", "delivered")
@@ -92,8 +76,8 @@ def test_the_whole_story_builds_the_row_and_its_history(mypage, publish, rpc, em
 
 
 def test_a_page_shows_only_its_customers_reservations(mypage, publish, rpc):
-    handle(mypage, publish, step("reservation_requested", "r-a", customer="alice"))
-    handle(mypage, publish, step("reservation_requested", "r-b", customer="bob"))
+    handled(mypage, publish, step("reservation_requested", "r-a", customer="alice"))
+    handled(mypage, publish, step("reservation_requested", "r-b", customer="bob"))
     assert [r["reservation_id"] for r in page(rpc, "alice")["reservations"]] == ["r-a"]
     assert [r["reservation_id"] for r in page(rpc, "bob")["reservations"]] == ["r-b"]
     assert page(rpc, "carol") == {"customer": "carol", "next": None, "reservations": []}
@@ -104,7 +88,7 @@ def test_events_out_of_order_only_move_the_view_forward(mypage, publish, rpc):
         "reservation_requested", "reservation_confirmed", "reservation_shipped"))
     delivery_shipped, delivery_created = step("delivery_shipped"), step("delivery_created")
     for sent in (shipped, delivery_shipped, confirmed, delivery_created, requested):
-        handle(mypage, publish, sent)
+        handled(mypage, publish, sent)
 
     [row] = page(rpc)["reservations"]
     assert (row["status"], row["delivery_status"]) == ("shipped", "shipped")
@@ -115,13 +99,13 @@ def test_events_out_of_order_only_move_the_view_forward(mypage, publish, rpc):
 def test_a_canceled_reservation_stays_canceled(mypage, publish, rpc):
     for kind in ("reservation_requested", "reservation_canceled", "delivery_canceled", "reservation_confirmed",
                  "delivery_created"):
-        handle(mypage, publish, step(kind))
+        handled(mypage, publish, step(kind))
     [row] = page(rpc)["reservations"]
     assert (row["status"], row["delivery_status"]) == ("canceled", "canceled")
 
 
 def test_a_delivery_event_first_makes_a_row_without_a_status_yet(mypage, publish, rpc, emitted):
-    handle(mypage, publish, step("delivery_created"))
+    handled(mypage, publish, step("delivery_created"))
     [row] = page(rpc)["reservations"]
     assert (row["status"], row["delivery_status"], row["history"]) == (None, "preparing", [])
     changed = emitted.wait_for("mypage_changed")
@@ -130,8 +114,8 @@ def test_a_delivery_event_first_makes_a_row_without_a_status_yet(mypage, publish
 
 def test_the_same_event_twice_changes_the_page_once(mypage, publish, rpc, emitted, mypage_db):
     twice = step("reservation_requested")
-    handle(mypage, publish, twice)
-    handle(mypage, publish, twice)
+    handled(mypage, publish, twice)
+    handled(mypage, publish, twice)
 
     [row] = page(rpc)["reservations"]
     assert len(row["history"]) == 1
@@ -160,7 +144,7 @@ def test_mypage_catches_up_on_what_it_missed_while_down(start, publish, rpc, db)
 
     story = [step(kind) for kind in ("reservation_requested", "reservation_confirmed", "delivery_created")]
     for sent in story:
-        publish(source_of(sent), sent)
+        publish(events.TYPES[sent["event_type"]].producer, sent)
     time.sleep(0.2)
 
     start(MyPageService)

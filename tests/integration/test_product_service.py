@@ -16,19 +16,17 @@ from nameko.testing.services import entrypoint_waiter, worker_factory
 from common import events
 from product.service import ProductService
 from helpers import isbn13
-from support import assert_envelope, event, handler_queue
+from support import assert_envelope, event, handled, handler_queue
 
 REQUESTED_QUEUE = handler_queue("reservation", "reservation_requested", "product", "on_reservation_requested")
+
+
+SERVICE = "product"  # the service under test: what ``emitted`` (conftest) watches
 
 
 @pytest.fixture
 def product(start):
     return start(ProductService)
-
-
-@pytest.fixture
-def emitted(event_log):
-    return event_log("product")
 
 
 @pytest.fixture
@@ -43,13 +41,6 @@ def register(rpc, copies=1, **extra):
 def request(reservation_id, book_id, customer="alice", correlation_id="corr-req"):
     return event("reservation_requested", correlation_id,
                  reservation_id=reservation_id, book_id=book_id, customer=customer)
-
-
-def deliver(product, publish, source_event, method):
-    """Publish ``source_event`` and wait until ``method`` has handled it."""
-    with entrypoint_waiter(product, method, timeout=5) as result:
-        publish("reservation", source_event)
-    return result
 
 
 # -- RPC ----------------------------------------------------------------------
@@ -187,7 +178,7 @@ def test_a_request_whose_caller_has_given_up_is_dropped_not_executed(product, rp
 def test_a_requested_reservation_gets_a_free_copy(product, rpc, publish, emitted, product_db):
     book = register(rpc, copies=2)
     requested = request("r-1", book["id"], correlation_id="corr-r1")
-    deliver(product, publish, requested, "on_reservation_requested")
+    handled(product, publish, requested, "on_reservation_requested")
 
     allocated = emitted.wait_for("copy_allocated")
     assert_envelope(allocated, "copy_allocated", "corr-r1")  # propagated from the event it handled
@@ -201,7 +192,7 @@ def test_no_free_copy_means_the_waitlist_served_first_come_first_served_by_add_s
         product, rpc, publish, emitted, product_db):
     book = register(rpc, copies=0)
     for n in (1, 2):
-        deliver(product, publish, request(f"r-{n}", book["id"], customer=f"c{n}"), "on_reservation_requested")
+        handled(product, publish, request(f"r-{n}", book["id"], customer=f"c{n}"), "on_reservation_requested")
     joined = emitted.wait_for("waitlist_joined", count=2)
     assert [(e["reservation_id"], e["position"]) for e in joined] == [("r-1", 1), ("r-2", 2)]
 
@@ -217,7 +208,7 @@ def test_no_free_copy_means_the_waitlist_served_first_come_first_served_by_add_s
 
 
 def test_a_reservation_of_an_unknown_title_is_refused(product, publish, emitted, product_db):
-    deliver(product, publish, request("r-1", 404), "on_reservation_requested")
+    handled(product, publish, request("r-1", 404), "on_reservation_requested")
     refused = emitted.wait_for("allocation_refused")
     assert refused["reservation_id"] == "r-1" and refused["reason"] == "no such title"
     assert product_db.one("SELECT state FROM allocations")["state"] == "refused"
@@ -225,11 +216,11 @@ def test_a_reservation_of_an_unknown_title_is_refused(product, publish, emitted,
 
 def test_a_canceled_reservation_releases_its_copy_to_the_next_in_line(product, rpc, publish, emitted, product_db):
     book = register(rpc, copies=1)
-    deliver(product, publish, request("r-1", book["id"]), "on_reservation_requested")
-    deliver(product, publish, request("r-2", book["id"], customer="bob"), "on_reservation_requested")
+    handled(product, publish, request("r-1", book["id"]), "on_reservation_requested")
+    handled(product, publish, request("r-2", book["id"], customer="bob"), "on_reservation_requested")
 
     canceled = event("reservation_canceled", "corr-cancel", reservation_id="r-1", book_id=book["id"], customer="alice")
-    deliver(product, publish, canceled, "on_reservation_canceled")
+    handled(product, publish, canceled, "on_reservation_canceled")
 
     released = emitted.wait_for("copy_released")
     assert released["reservation_id"] == "r-1" and released["correlation_id"] == "corr-cancel"
@@ -243,9 +234,9 @@ def test_a_canceled_reservation_releases_its_copy_to_the_next_in_line(product, r
 
 def test_a_returned_book_goes_back_to_stock(product, rpc, publish, emitted, product_db):
     book = register(rpc, copies=1)
-    deliver(product, publish, request("r-1", book["id"]), "on_reservation_requested")
+    handled(product, publish, request("r-1", book["id"]), "on_reservation_requested")
     returned = event("reservation_returned", reservation_id="r-1", book_id=book["id"], customer="alice")
-    deliver(product, publish, returned, "on_reservation_returned")
+    handled(product, publish, returned, "on_reservation_returned")
 
     assert emitted.wait_for("copy_released")["stock"] == 1
     assert product_db.one("SELECT stock FROM titles")["stock"] == 1
@@ -255,8 +246,8 @@ def test_a_cancel_that_overtakes_its_request_means_the_request_is_never_served(
         product, rpc, publish, emitted, product_db):
     book = register(rpc, copies=1)
     canceled = event("reservation_canceled", reservation_id="r-1", book_id=book["id"], customer="alice")
-    deliver(product, publish, canceled, "on_reservation_canceled")
-    deliver(product, publish, request("r-1", book["id"]), "on_reservation_requested")
+    handled(product, publish, canceled, "on_reservation_canceled")
+    handled(product, publish, request("r-1", book["id"]), "on_reservation_requested")
 
     assert product_db.one("SELECT state FROM allocations")["state"] == "withdrawn"
     assert product_db.one("SELECT stock FROM titles")["stock"] == 1
@@ -269,8 +260,8 @@ def test_a_cancel_that_overtakes_its_request_means_the_request_is_never_served(
 def test_the_same_event_delivered_twice_allocates_once(product, rpc, publish, emitted, product_db):
     book = register(rpc, copies=2)
     twice = request("r-1", book["id"])
-    deliver(product, publish, twice, "on_reservation_requested")
-    deliver(product, publish, twice, "on_reservation_requested")
+    handled(product, publish, twice, "on_reservation_requested")
+    handled(product, publish, twice, "on_reservation_requested")
 
     assert product_db.processed() == [{"event_id": twice["event_id"], "handler": "on_reservation_requested"}]
     assert product_db.count("allocations") == 1
@@ -281,8 +272,8 @@ def test_the_same_event_delivered_twice_allocates_once(product, rpc, publish, em
 def test_a_second_request_event_for_the_same_reservation_is_recognised(product, rpc, publish, emitted, product_db):
     # A republished event has a new event_id; the allocation row still knows.
     book = register(rpc, copies=2)
-    deliver(product, publish, request("r-1", book["id"]), "on_reservation_requested")
-    deliver(product, publish, request("r-1", book["id"]), "on_reservation_requested")
+    handled(product, publish, request("r-1", book["id"]), "on_reservation_requested")
+    handled(product, publish, request("r-1", book["id"]), "on_reservation_requested")
 
     assert product_db.count("processed_events") == 2
     assert product_db.one("SELECT stock FROM titles")["stock"] == 1
