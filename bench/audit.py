@@ -23,8 +23,8 @@ import collections
 from sqlalchemy import bindparam, create_engine, inspect, text
 
 from bench.harness import rpc
+from reservation.domain import HOLDS_A_COPY
 
-LIVE = ("confirmed", "shipped", "delivered")
 # What the delivery of a reservation in each status may be (None: no delivery).
 DELIVERY_FOR = {
     "waitlisted": {None},
@@ -122,7 +122,7 @@ def audit(cluster, library, book_ids, accepted=(), customers=None):
         for book_id in book_ids:
             inventory = services.product.inventory(book_id)
             mine = [row for row in reservations.values() if row["book_id"] == book_id]
-            live = sum(1 for row in mine if row["status"] in LIVE)
+            live = sum(1 for row in mine if row["status"] in HOLDS_A_COPY)
             waiting = sum(1 for row in mine if row["status"] == "waitlisted")
             if inventory["stock"] < 0 or inventory["stock"] + live != inventory["stocked"]:
                 problems.append(Problem("invariant", f"title {book_id}: stock {inventory['stock']} + live {live} "

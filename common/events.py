@@ -38,10 +38,10 @@ from typing import Callable, Optional
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
+from common.lifecycle import DELIVERY_STATUSES, RESERVATION_STATUSES
+
 SCHEMA_VERSION = 1  # the version of an event type that has never had a breaking change
 
-RESERVATION_STATUSES = ["requested", "waitlisted", "confirmed", "shipped", "delivered", "returned", "canceled"]
-DELIVERY_STATUSES = ["preparing", "shipped", "delivered", "canceled"]
 CORRELATION_KEYS = ("reservation_id", "book_id")
 
 

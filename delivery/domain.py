@@ -10,11 +10,7 @@ canceled, and the confirmation that arrives later finds it and does nothing.
 """
 from common.errors import NotAllowed
 
-PREPARING = "preparing"
-SHIPPED = "shipped"
-DELIVERED = "delivered"
-CANCELED = "canceled"
-STATUSES = (PREPARING, SHIPPED, DELIVERED, CANCELED)
+from common.lifecycle import CANCELED, DELIVERED, PREPARING, SHIPPED
 
 
 class Delivery:

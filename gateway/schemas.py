@@ -12,6 +12,7 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 
 from common import eventlog
 from common import isbn as isbns
+from common.lifecycle import DELIVERY_STATUSES, RESERVATION_STATUSES
 from gateway.auth import MIN_DISTINCT, MIN_PASSWORD, NEW_PASSWORD_PATTERN
 
 PRINTABLE = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="control characters are not allowed")
@@ -250,7 +251,7 @@ class MyPageQuery(Page):
 
 
 class DeliveryPage(Page):
-    status = fields.String(load_default=None, validate=validate.OneOf(["preparing", "shipped", "delivered", "canceled"]))
+    status = fields.String(load_default=None, validate=validate.OneOf(DELIVERY_STATUSES))
 
 
 def page_of(item_schema):
@@ -266,9 +267,6 @@ def page_of(item_schema):
 class NewReservation(Request):
     book_id = StrictInteger(required=True, validate=validate.Range(min=1, max=2 ** 31 - 1))
     address = address(metadata={"description": "where the book goes; by default the account's address"})
-
-
-RESERVATION_STATUSES = ["requested", "waitlisted", "confirmed", "shipped", "delivered", "returned", "canceled"]
 
 
 class Reservation(Schema):
@@ -292,7 +290,7 @@ class Delivery(Schema):
     customer = fields.String(required=True)
     address = fields.String(required=True, allow_none=True,
                             metadata={"description": "where the book goes; null when the customer gave none"})
-    status = fields.String(required=True, validate=validate.OneOf(["preparing", "shipped", "delivered", "canceled"]))
+    status = fields.String(required=True, validate=validate.OneOf(DELIVERY_STATUSES))
 
 
 class HistoryEntry(Schema):

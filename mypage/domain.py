@@ -29,12 +29,10 @@ The next page starts after the ``line_key`` of the last row shown (a keyset,
 not an offset): a key never changes once ``reservation_requested`` is in,
 so changes to the views between two pages neither repeat nor skip a row.
 """
-RESERVATION_PROGRESS = ["requested", "waitlisted", "confirmed", "shipped", "delivered", "returned"]
-DELIVERY_PROGRESS = ["preparing", "shipped", "delivered"]
-FINAL = "canceled"
-WAITLISTED = "waitlisted"
+from common.lifecycle import CANCELED, DELIVERY_PROGRESS, RESERVATION_PROGRESS, RESERVATION_STATUSES, WAITLISTED
+FINAL = CANCELED
 
-RESERVATION_EVENTS = {f"reservation_{s}": s for s in RESERVATION_PROGRESS + [FINAL]}
+RESERVATION_EVENTS = {f"reservation_{s}": s for s in RESERVATION_STATUSES}
 DELIVERY_EVENTS = {"delivery_created": "preparing", "delivery_shipped": "shipped",
                    "delivery_delivered": "delivered", "delivery_canceled": FINAL}
 LOAN_EVENTS = ("loan_renewed", "loan_overdue")

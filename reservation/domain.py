@@ -25,16 +25,10 @@ any crash (docs/reliability.md, "The synchronous cancel").
 from datetime import datetime, timedelta
 
 from common.errors import NotAllowed
+from common.lifecycle import (CANCELED, CONFIRMED, DELIVERED, REQUESTED, RESERVATION_PROGRESS, RETURNED, SHIPPED,
+                              WAITLISTED)
 
-REQUESTED = "requested"
-WAITLISTED = "waitlisted"
-CONFIRMED = "confirmed"
-SHIPPED = "shipped"
-DELIVERED = "delivered"
-RETURNED = "returned"
-CANCELED = "canceled"
-
-PROGRESS = [REQUESTED, WAITLISTED, CONFIRMED, SHIPPED, DELIVERED, RETURNED]
+PROGRESS = RESERVATION_PROGRESS
 HOLDS_A_COPY = {CONFIRMED, SHIPPED, DELIVERED}
 LIVE = {REQUESTED, WAITLISTED, CONFIRMED, SHIPPED, DELIVERED}  # what the lending limits count
 CANCELABLE = {REQUESTED, WAITLISTED, CONFIRMED, SHIPPED}

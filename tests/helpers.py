@@ -7,8 +7,8 @@ import sys
 
 from bench.harness import (  # noqa: F401 (the tests import them from here)
     BROKER, MANAGEMENT, USER, Client, Library, eventually, free_port, isbn13, rpc, throwaway_vhost)
+from reservation.domain import HOLDS_A_COPY
 
-LIVE = ("confirmed", "shipped", "delivered")
 LENDING_LIMITS_OFF = {"MAX_ACTIVE_RESERVATIONS": "0", "ALLOW_SAME_TITLE_TWICE": "true"}
 LENDING_LIMITS_ON = {"MAX_ACTIVE_RESERVATIONS": "5", "ALLOW_SAME_TITLE_TWICE": "false"}  # the defaults
 
@@ -45,7 +45,7 @@ def assert_invariant(amqp_uri, library, book_id, reservation_ids):
     """stock + copies held by live reservations = copies ever stocked."""
     with rpc(amqp_uri) as cluster:
         inventory = cluster.product.inventory(book_id)
-    live = sum(1 for rid in reservation_ids if library.status(rid) in LIVE)
+    live = sum(1 for rid in reservation_ids if library.status(rid) in HOLDS_A_COPY)
     assert inventory["stock"] >= 0, inventory
     assert inventory["stock"] + live == inventory["stocked"], (inventory, live)
     assert inventory["allocated"] == live, (inventory, live)

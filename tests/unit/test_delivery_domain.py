@@ -3,7 +3,8 @@ import pytest
 
 from common.errors import NotAllowed
 from common.events import TYPES
-from delivery.domain import CANCELED, DELIVERED, PREPARING, SHIPPED, STATUSES, Delivery
+from common.lifecycle import DELIVERY_STATUSES as STATUSES
+from delivery.domain import CANCELED, DELIVERED, PREPARING, SHIPPED, Delivery
 
 
 def at(minute):

@@ -10,11 +10,12 @@ from common import events
 
 from common.errors import NotAllowed
 from common.events import TYPES
+from common.lifecycle import RESERVATION_STATUSES
 from reservation.domain import (
     CANCELED, CONFIRMED, DELIVERED, PROGRESS, REQUESTED, RETURNED, SHIPPED, WAITLISTED, Reservation,
 )
 
-ALL_STATUSES = PROGRESS + [CANCELED]
+ALL_STATUSES = RESERVATION_STATUSES
 
 # The event-driven steps, by the status each one aims at.
 STEP_TO = {
