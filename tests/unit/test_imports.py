@@ -7,6 +7,7 @@ Every ``.py`` file's imports are read from its syntax tree (those inside
 functions too: a lazy import is a dependency all the same), so this needs
 nothing installed and runs in a fraction of a second."""
 import ast
+import importlib
 import os
 import re
 
@@ -179,3 +180,13 @@ def test_the_rules_catch_what_they_should(source, target, allowed):
     finally:
         GRAPH.clear()
         GRAPH.update(tree_imports)
+
+
+def test_the_service_list_names_every_service_and_only_them():
+    """common.config.SERVICES, the one list: each entry is a Nameko service of
+    that name, and every service folder is in it."""
+    for name, target in SERVICES.items():
+        module, cls = target.split(":")
+        assert getattr(importlib.import_module(module), cls).name == name
+    folders = {os.path.basename(os.path.dirname(path)) for path in GRAPH if path.endswith(os.sep + "service.py")}
+    assert folders - {"common"} == set(SERVICES)
