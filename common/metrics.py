@@ -51,7 +51,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from common import errors
+from common import errors, rpc
 
 log = logging.getLogger(__name__)
 
@@ -206,12 +206,7 @@ class Metrics(DependencyProvider):
 
     def circuits(self):
         """{target service: circuit state} of this service's breakers."""
-        found = {}
-        for dependency in self.container.dependencies:
-            breaker = getattr(dependency, "breaker", None)
-            if breaker is not None and getattr(dependency, "target_service", None):
-                found[dependency.target_service] = breaker.current_state
-        return found
+        return {target: circuit["state"] for target, circuit in rpc.circuits(self.container.dependencies).items()}
 
 
 _LIVE = weakref.WeakSet()  # the started Metrics providers of this process

@@ -123,12 +123,14 @@ class ServiceRpc(RpcProxy):
                                   self.breaker)
 
 
-def circuits(service):
-    """{target service: its breaker's state} for a worker's RPC proxies that
-    have one, for ``health``: an open circuit is visible before anyone trips on it."""
-    return {dep._service_name: {"state": dep.breaker.current_state, "failures": dep.breaker.fail_counter}
-            for dep in vars(service).values()
-            if isinstance(dep, _TimedServiceProxy) and dep.breaker is not None}
+def circuits(holders):
+    """{target service: {"state", "failures"}} of the circuit breakers among
+    ``holders``: a container's dependency providers (the metrics) or a
+    worker's injected proxies (``health``), which share their provider's
+    breaker. An open circuit is visible before anyone trips on it."""
+    return {holder.target_service: {"state": holder.breaker.current_state, "failures": holder.breaker.fail_counter}
+            for holder in holders
+            if isinstance(holder, (ServiceRpc, _TimedServiceProxy)) and holder.breaker is not None}
 
 
 class _TimedServiceProxy:
@@ -139,6 +141,10 @@ class _TimedServiceProxy:
         self.timeout = timeout
         self.breaker = breaker
         self.deadline = deadline
+
+    @property
+    def target_service(self):
+        return self._service_name
 
     def with_timeout(self, seconds):
         """The same proxy, giving up sooner (for checks that must stay quick)."""

@@ -33,5 +33,5 @@ class ServiceBase:
             "pid": os.getpid(),
             "uptime": round(time.time() - STARTED, 1),
             "outbox_backlog": self.store.backlog(),
-            "circuits": circuits(self),
+            "circuits": circuits(vars(self).values()),
         }
