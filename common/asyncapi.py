@@ -14,6 +14,11 @@ longer gives a consumer what its contract says it reads (:func:`violations`).
 
 The contracts are plain data modules, loaded by name: a service never imports
 another service's code, and neither does a service import this module.
+
+It is longer than most modules here (about 500 lines) because it is the one
+place where the schemas and contracts become every document and check; each
+output is a few functions over the same walk of the event types, kept
+together so the documents and the checker cannot disagree.
 """
 import argparse
 import importlib

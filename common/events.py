@@ -28,6 +28,11 @@ Versions (the rule; docs/events.md says it for people):
   consumer is upgraded: an event is never half-understood.
 
 Plain Python and marshmallow only: the domains may import this module.
+
+It is long (near 400 lines) because it is the published language: one short
+schema class per event type and the registry of them all, in the one file a
+reader looks for (split by producer, the registry would have to import them all
+back).
 """
 import functools
 import re
