@@ -7,7 +7,7 @@ import re
 
 import pytest
 from nameko.events import EventHandler
-from nameko.rpc import Rpc
+from nameko.rpc import Rpc, RpcProxy
 
 from common.events import TYPES
 from common.config import SERVICES
@@ -96,3 +96,28 @@ def test_the_diagram_names_the_events_the_service_handles(service):
     node = re.search(r"event handlers?: ([^\"]*)\"", diagram)
     assert node, f"{service}: no event handlers node"
     assert set(re.findall(r"[a-z]+_[a-z_]+", node.group(1))) == handled
+
+
+def context_map_edges():
+    """{("rpc" | "events"): {(upstream caller or producer, other)}} as the context map draws them."""
+    block = re.search(r"```mermaid\n(.*?)```", section("Context map"), re.S).group(1)
+    edges = {"rpc": set(), "events": set()}
+    for source, arrow, targets in re.findall(r"^\s*(\w+) (--|-\.) .*?(?:-->|\.->) (.+)$", block, re.M):
+        for target in targets.split("&"):
+            edges["rpc" if arrow == "--" else "events"].add((source, target.strip()))
+    return edges
+
+
+def test_the_context_map_draws_every_rpc_call_and_no_other():
+    called = set()
+    for service in services():
+        for dependency in vars(service_class(service)).values():
+            if isinstance(dependency, RpcProxy):
+                called.add((service, dependency.target_service))
+    assert context_map_edges()["rpc"] == called
+
+
+def test_the_context_map_draws_who_hears_whose_events():
+    heard = {(TYPES[entrypoint.event_type].producer, service)
+             for service in services() for _, entrypoint in entrypoints(service_class(service), EventHandler)}
+    assert context_map_edges()["events"] == heard
