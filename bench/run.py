@@ -40,7 +40,7 @@ import shutil
 
 import requests
 
-from bench.harness import MANAGEMENT, free_port, isbn13, throwaway_vhost
+from bench.harness import LENDING_LIMITS_OFF, MANAGEMENT, free_port, isbn13, throwaway_vhost
 from common.config import BACKENDS, SERVICES
 from ops.run import Cluster, _http_ok
 
@@ -271,7 +271,7 @@ class System:
         unlimited = {f"RATE_LIMIT_{k}": "1000000" for k in (
             "ADDRESS_PER_SECOND", "ADDRESS_BURST", "ACCOUNT_PER_SECOND", "ACCOUNT_BURST")}
         # A few load customers reserve the same titles over and over: no lending limits (SPEC §8).
-        unlimited.update(MAX_ACTIVE_RESERVATIONS="0", ALLOW_SAME_TITLE_TWICE="true")
+        unlimited.update(LENDING_LIMITS_OFF)
         self.cluster = Cluster(state_dir=state_dir, python=PY, env={
             "AMQP_URI": amqp_uri, "GATEWAY_ADDRESS": f"127.0.0.1:{self.port}", **unlimited, **(env or {})})
         self.replicas = replicas

@@ -30,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT]
 
 from bench.audit import audit, stored_reservations  # noqa: E402
-from bench.harness import Client, Library, free_port, throwaway_vhost  # noqa: E402
+from bench.harness import LENDING_LIMITS_OFF, Client, Library, free_port, throwaway_vhost  # noqa: E402
 from common.config import BACKENDS  # noqa: E402
 from ops.run import Cluster  # noqa: E402
 
@@ -206,7 +206,7 @@ def main(argv=None):
             "AMQP_URI": amqp_uri, "GATEWAY_ADDRESS": f"127.0.0.1:{free_port()}",
             "RATE_LIMIT_ENABLED": "false", "LOG_LEVEL": "WARNING",
             # its customers reserve the same titles over and over: no lending limits (SPEC §8)
-            "MAX_ACTIVE_RESERVATIONS": "0", "ALLOW_SAME_TITLE_TWICE": "true"})
+            **LENDING_LIMITS_OFF})
         cluster.amqp_uri = amqp_uri
         try:
             cluster.up(timeout=120)

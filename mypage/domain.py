@@ -29,12 +29,13 @@ The next page starts after the ``line_key`` of the last row shown (a keyset,
 not an offset): a key never changes once ``reservation_requested`` is in,
 so changes to the views between two pages neither repeat nor skip a row.
 """
-from common.lifecycle import CANCELED, DELIVERY_PROGRESS, RESERVATION_PROGRESS, RESERVATION_STATUSES, WAITLISTED
+from common.lifecycle import (CANCELED, DELIVERED, DELIVERY_PROGRESS, PREPARING, RESERVATION_PROGRESS,
+                              RESERVATION_STATUSES, RETURNED, SHIPPED, WAITLISTED)
 FINAL = CANCELED
 
 RESERVATION_EVENTS = {f"reservation_{s}": s for s in RESERVATION_STATUSES}
-DELIVERY_EVENTS = {"delivery_created": "preparing", "delivery_shipped": "shipped",
-                   "delivery_delivered": "delivered", "delivery_canceled": FINAL}
+DELIVERY_EVENTS = {"delivery_created": PREPARING, "delivery_shipped": SHIPPED,
+                   "delivery_delivered": DELIVERED, "delivery_canceled": FINAL}
 LOAN_EVENTS = ("loan_renewed", "loan_overdue")
 
 
@@ -57,7 +58,7 @@ class ReservationView:
         if event_type in RESERVATION_EVENTS:
             status = RESERVATION_EVENTS[event_type]
             changed = self._record(status, at)
-            if _moves_forward(self.status, status, RESERVATION_PROGRESS, final_states=(FINAL, "returned")):
+            if _moves_forward(self.status, status, RESERVATION_PROGRESS, final_states=(FINAL, RETURNED)):
                 self.status = status
                 changed = True
             changed = self._loan(event) or changed
@@ -65,7 +66,7 @@ class ReservationView:
             changed = self._loan(event)
         elif event_type in DELIVERY_EVENTS:
             status = DELIVERY_EVENTS[event_type]
-            changed = _moves_forward(self.delivery_status, status, DELIVERY_PROGRESS, final_states=(FINAL, "delivered"))
+            changed = _moves_forward(self.delivery_status, status, DELIVERY_PROGRESS, final_states=(FINAL, DELIVERED))
             if changed:
                 self.delivery_status = status
         else:
@@ -91,7 +92,7 @@ class ReservationView:
         due_at = event.get("due_at")
         if due_at and (self.due_at is None or due_at > self.due_at):  # a renewal only ever moves it later
             self.due_at, changed = due_at, True
-        overdue = event["event_type"] == "loan_overdue" and self.status != "returned"
+        overdue = event["event_type"] == "loan_overdue" and self.status != RETURNED
         if event["event_type"] == "reservation_returned" and self.overdue:
             self.overdue, changed = False, True  # a return ends it
         elif overdue and not self.overdue:

@@ -6,10 +6,10 @@ import contextlib
 import sys
 
 from bench.harness import (  # noqa: F401 (the tests import them from here)
-    BROKER, MANAGEMENT, USER, Client, Library, eventually, free_port, isbn13, rpc, throwaway_vhost)
+    BROKER, LENDING_LIMITS_OFF, MANAGEMENT, USER, Client, Library, eventually, free_port, isbn13, rpc,
+    throwaway_vhost)
 from reservation.domain import HOLDS_A_COPY
 
-LENDING_LIMITS_OFF = {"MAX_ACTIVE_RESERVATIONS": "0", "ALLOW_SAME_TITLE_TWICE": "true"}
 LENDING_LIMITS_ON = {"MAX_ACTIVE_RESERVATIONS": "5", "ALLOW_SAME_TITLE_TWICE": "false"}  # the defaults
 
 
