@@ -16,11 +16,12 @@ What was chosen is kept in ``<state>/run/cluster.json`` until ``make down``:
 """
 import os
 
+from common.config import SERVICES
 from ops import state
 from ops.brokers import Brokers
 
 FILE = "cluster.json"
-DATABASES = ("product", "reservation", "delivery", "mypage", "notification", "gateway")
+DATABASES = tuple(SERVICES)  # one database per service
 
 
 def settings_path(state_dir):
