@@ -1,6 +1,7 @@
 """Database engines for a service's store: SQLite with its pragmas, PostgreSQL
 with green waits."""
 import logging
+import zlib
 
 import eventlet
 from sqlalchemy import create_engine, event
@@ -64,3 +65,9 @@ def green_psycopg2():
 
         psycopg2_patcher.make_psycopg_green()
         log.info("psycopg2 made green (eventlet wait callback)")
+
+
+def advisory_key(name):
+    """The PostgreSQL advisory lock key (a signed 64-bit int) of ``name``: the
+    one way every lock of the system (a migration, a service's writers) is named."""
+    return zlib.crc32(name.encode()) - 2 ** 31

@@ -26,12 +26,13 @@ import importlib
 import logging
 import os
 import time
-import zlib
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import OperationalError
+
+from common.engines import advisory_key
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def alembic_config(package, connection=None, uri=None):
 
 def lock_key(package):
     """The advisory lock of ``package``'s migrations (a signed 64-bit int)."""
-    return zlib.crc32(f"bookrental-migrate:{package}".encode()) - 2 ** 31
+    return advisory_key(f"bookrental-migrate:{package}")
 
 
 def upgrade(package, engine, revision="head"):

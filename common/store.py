@@ -17,7 +17,6 @@ batches it publishes with confirms (``common.publisher``).
 import logging
 import os
 import time
-import zlib
 from contextlib import contextmanager
 
 from eventlet.semaphore import Semaphore
@@ -30,7 +29,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
 
 from common import errors, migrate
-from common.engines import engine_for
+from common.engines import advisory_key, engine_for
 from common.outbox import Pending, Transaction, declare_base, is_duplicate  # noqa: F401 (the services' imports)
 from common.publisher import ConfirmedPublisher
 from common.relay import OutboxRelay
@@ -96,7 +95,7 @@ class Store(DependencyProvider):
         self.ReadSession = sessionmaker(bind=self.read_engine)
         postgres = self.engine.dialect.name == "postgresql"
         serial = postgres and self.serialized
-        self.serial_key = _advisory_key(f"bookrental-writer:{self.container.service_name}") if serial else None
+        self.serial_key = advisory_key(f"bookrental-writer:{self.container.service_name}") if serial else None
         # See the class: SQLite and a serialized store take turns in this process too.
         self.write_lock = Semaphore(1) if (self.is_sqlite or serial or not postgres) else _NO_TURN
         self.create_schema()
@@ -242,11 +241,6 @@ def for_update(session):
     """Whether ``session`` writes: its reads a decision rests on lock their
     rows (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite has one writer)."""
     return session.info.get("for_update", False)
-
-
-def _advisory_key(name):
-    """A PostgreSQL advisory lock key (signed 64-bit) for ``name``."""
-    return zlib.crc32(name.encode()) - 2 ** 31
 
 
 class StoreHandle:
