@@ -15,13 +15,14 @@ the cancel is let go; then, with no request from anyone:
 """
 import concurrent.futures
 import os
+import time
 
 import pytest
 
 import rabbit_node
 from cancels import (
-    cancel_in_background, canceled_everywhere, cancels_in_flight, confirmed_reservation, delivery_status,
-    gated_system, stored_status, unchanged_everywhere,
+    RPC_TIMEOUT, cancel_in_background, canceled_everywhere, cancels_in_flight, confirmed_reservation,
+    delivery_status, gated_system, stored_status, unchanged_everywhere,
 )
 from common import faults
 from helpers import Library, eventually
@@ -49,18 +50,21 @@ def library(system):
     return Library(system.gateway_url)
 
 
-def held_at(system, node, point, customer, reservation_id, also=()):
+def held_at(system, node, point, customer, reservation_id, also=(), hold_for=0.0):
     """Cancel, hold the request at ``point`` (and anything at the points
-    ``also``), restart the broker, let go: the customer's answer."""
+    ``also``), restart the broker, let go (not before ``hold_for`` seconds
+    after the cancel was sent): the customer's answer."""
     gates = [faults.arm(system.gates, name, "hold") for name in (point, *also)]
     with open(system.logfile("reservation")) as log:
         log.seek(0, 2)
         seen = []
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            sent = time.monotonic()
             answer = cancel_in_background(pool, customer, reservation_id)
             eventually(lambda: seen.append(log.read()) or f"fault point {point}: hold" in "".join(seen),
                        message=f"the cancel held at {point}")
             node.restart(down_for=1)
+            time.sleep(max(0.0, sent + hold_for - time.monotonic()))
             for gate in gates:
                 os.unlink(gate)
             return answer.result()
@@ -80,7 +84,9 @@ def test_broker_restarted_after_delivery_canceled_and_before_reservations_commit
 def test_broker_restarted_after_the_intent_and_before_delivery_is_asked(system, library, node):
     customer, book, rid = confirmed_reservation(library)
 
-    response = held_at(system, node, "reservation.cancel.before-delivery", customer, rid)
+    # Held past the request's deadline, however fast the broker comes back.
+    response = held_at(system, node, "reservation.cancel.before-delivery", customer, rid,
+                       hold_for=RPC_TIMEOUT + 1)
 
     # The request's deadline passed during the outage: delivery is never asked.
     assert response.status_code == 503, response.text
