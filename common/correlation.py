@@ -24,6 +24,13 @@ def current():
     return getattr(_current, "value", None) or ""
 
 
+def for_log():
+    """(service, correlation id) of the worker logging: both read with one
+    lookup of the green thread's locals."""
+    here = _current.__dict__
+    return (here.get("service") or _process_service or _service_from_argv(), here.get("value") or "")
+
+
 def bind(value):
     _current.value = value
 
