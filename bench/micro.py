@@ -3,6 +3,7 @@ per operation through the real code; run them A/B, alternately, in two
 trees (docs/performance.md).
 
     python -m bench.micro log [N]          # one event's log line, from a fresh green thread
+    python -m bench.micro reply AMQP_URI [N]  # one RPC reply: Nameko's confirmed one vs ours
 """
 import eventlet
 
@@ -51,8 +52,36 @@ def log_line(n=20000):
         print(f"log line: {(logged - bare) / n * 1e6:.1f} µs CPU")
 
 
+def reply(amqp_uri, n=2000):
+    """CPU and wall time per RPC reply, published the way Nameko's
+    ``Responder`` does (persistent, confirmed) and the way ours does."""
+    from kombu import Connection, Exchange, Queue
+    from nameko.amqp.publish import Publisher
+    from common.rpc import ReplyPublisher
+    name = f"bench-micro-reply-{uuid.uuid4().hex[:8]}"
+    payload = {"result": {"reservation_id": 123, "status": "requested", "title_id": 4}, "error": None}
+    with Connection(amqp_uri) as connection:
+        queue = Queue(name, exchange=Exchange("", type="direct"), routing_key=name,
+                      queue_arguments={"x-expires": 60000})(connection.channel())
+        queue.declare()
+        try:
+            for _ in range(2):
+                for label, publisher_cls in (("nameko (persistent, confirmed)", Publisher),
+                                             ("ours (transient, unconfirmed)", ReplyPublisher)):
+                    cpu, wall = time.process_time(), time.time()
+                    for i in range(n):
+                        publisher_cls(amqp_uri).publish(payload, serializer="json", exchange="",
+                                                        routing_key=name, correlation_id=str(i))
+                    print(f"reply, {label}: {(time.process_time() - cpu) / n * 1e6:.0f} µs CPU, "
+                          f"{(time.time() - wall) / n * 1e6:.0f} µs wall")
+        finally:
+            queue.delete()
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["log"]:
         log_line(*map(int, sys.argv[2:3]))
+    elif sys.argv[1:2] == ["reply"] and len(sys.argv) > 2:
+        reply(sys.argv[2], *map(int, sys.argv[3:4]))
     else:
         sys.exit(__doc__)

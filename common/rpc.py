@@ -14,8 +14,11 @@ import amqp.exceptions
 import eventlet
 import pybreaker
 from kombu.exceptions import OperationalError
+from nameko.amqp.publish import Publisher
+from nameko.constants import (AMQP_SSL_CONFIG_KEY, AMQP_URI_CONFIG_KEY, DEFAULT_SERIALIZER, LOGIN_METHOD_CONFIG_KEY,
+                              NON_PERSISTENT, SERIALIZER_CONFIG_KEY)
 from nameko.exceptions import RemoteError, UnknownService
-from nameko.rpc import MethodProxy, ReplyListener, Rpc, RpcConsumer, RpcProxy
+from nameko.rpc import MethodProxy, ReplyListener, Responder, Rpc, RpcConsumer, RpcProxy, get_rpc_exchange
 
 from common import errors, queues
 
@@ -24,13 +27,49 @@ log = logging.getLogger(__name__)
 DEADLINE = "deadline"  # context-data key, sent as the `nameko.deadline` header
 
 
+class ReplyPublisher(Publisher):
+    """An RPC answer, published transient and without waiting for the
+    broker's confirm (Nameko's ``Responder`` does both: a tenth of the
+    reservation service's samples; docs/performance.md).
+
+    What the caller can lose: an answer in flight when the broker dies.
+    A caller waits ``RPC_TIMEOUT`` (5 s) for it; a persistent answer would
+    still reach it only if the broker restarted, and the caller reconnected,
+    within that time. A confirm would catch the broker dying between our
+    write and its enqueueing of the answer, leaving the request
+    unacknowledged, to be run again after the caller has given up. Either
+    way the caller is told "unavailable", as today, and a retry is safe
+    (``Idempotency-Key``, or the call is a read). A publish that fails
+    outright still raises, and the request is left unacknowledged as before
+    (``DeadlineRpc``)."""
+
+    use_confirms = False
+    delivery_mode = NON_PERSISTENT
+
+
+class ReplyResponder(Responder):
+    publisher_cls = ReplyPublisher
+
+
 class TypedRpcConsumer(RpcConsumer):
     """Nameko's consumer of the service's RPC queue, declaring the queue as
-    ``QUEUE_TYPE`` says (a quorum queue in a cluster; common/queues.py)."""
+    ``QUEUE_TYPE`` says (a quorum queue in a cluster; common/queues.py), and
+    answering with a ``ReplyPublisher``."""
 
     def setup(self):
         super().setup()
         self.queue.queue_arguments = {**(self.queue.queue_arguments or {}), **queues.durable(self.container.config)}
+
+    def handle_result(self, message, result, exc_info):
+        # Nameko's RpcConsumer.handle_result, with our responder.
+        config = self.container.config
+        responder = ReplyResponder(
+            config[AMQP_URI_CONFIG_KEY], get_rpc_exchange(config),
+            config.get(SERIALIZER_CONFIG_KEY, DEFAULT_SERIALIZER), message,
+            ssl=config.get(AMQP_SSL_CONFIG_KEY), login_method=config.get(LOGIN_METHOD_CONFIG_KEY))
+        result, exc_info = responder.send_response(result, exc_info)
+        self.queue_consumer.ack_message(message)
+        return result, exc_info
 
 
 class TypedReplyListener(ReplyListener):
