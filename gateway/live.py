@@ -162,8 +162,10 @@ class Hub:
         return {"username": claims["sub"], "role": claims["role"], "until": claims["until"]}
 
 
-class LiveHub(DependencyProvider):
-    """The process's ``Hub``, given to every worker; closed when the service stops."""
+class LivePages(DependencyProvider):
+    """The live MyPage streams: the process's ``Hub``, given to every worker;
+    closed when the service stops, and as soon as the gateway starts to drain
+    (``gateway.http``): open pages reconnect to the gateway that takes over."""
 
     def setup(self):
         self.hub = Hub()
@@ -172,6 +174,9 @@ class LiveHub(DependencyProvider):
         self.hub.close()
 
     def kill(self):
+        self.hub.close()
+
+    def drain(self):
         self.hub.close()
 
     def get_dependency(self, worker_ctx):

@@ -30,13 +30,13 @@ from common.correlation import Correlation
 from common.errors import BadRequest, NotAllowed, NotFound, Unavailable
 from common.metrics import Metrics
 from common.rpc import ServiceRpc
-from common.store import Store
 from gateway import auth, models, openapi, schemas, sessions
 from gateway.authority import Tokens
-from gateway.domain import DEMO_CONTACTS, Account
+from gateway.domain import Account
 from gateway.cache import GatewayCaches
+from gateway.store import AccountStore
 from gateway.inline import inline_event_handler
-from gateway.live import LiveHub, change, stream_response
+from gateway.live import LivePages, change, stream_response
 from gateway.http import OAuthError, Unauthorized, api, json_response
 
 log = logging.getLogger(__name__)
@@ -47,45 +47,6 @@ ASYNCAPI = os.path.join(os.path.dirname(HERE), "docs", "asyncapi.json")
 PRUNE_CHANCE = 0.01  # of a sign-in deleting the refresh tokens that expired a day ago
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
-
-
-class AccountStore(Store):
-    """The gateway's store: creates the demo accounts in development. (Without
-    a signing key outside development the gateway refuses to start: see
-    ``gateway.authority``.)
-
-    The demo customers' contacts are announced (``customer_updated``) at
-    every start in development: an announcement is the whole contact as it
-    is now, so a repeat changes nothing, and a ``notification`` whose queue
-    did not exist yet at the first one learns them all the same.
-
-    Serialized on PostgreSQL (``common.store.Store``): a refresh token's
-    rotation reads its whole family before it decides."""
-
-    serialized = True
-
-    def setup(self):
-        super().setup()
-        if self.container.config.get("PROFILE", "development") == "development":
-            with self.transaction() as tx:
-                for username, password, role in auth.DEMO_ACCOUNTS:
-                    email, address = DEMO_CONTACTS.get(username, (None, None))
-                    account = models.find(tx.session, username)
-                    if account is None:
-                        account = Account(username, auth.hash_password(password), role, email, address)
-                        tx.session.add(account)
-                    elif account.email is None and account.address is None:  # made before accounts had them
-                        account.change_contact({"email": email, "address": address})
-                    if username in DEMO_CONTACTS:
-                        tx.emit("customer_updated", **account.contact())
-
-
-class LivePages(LiveHub):
-    """The live MyPage streams, ended as soon as the gateway starts to drain
-    (``gateway.http``): open pages reconnect to the gateway that takes over."""
-
-    def drain(self):
-        self.hub.close()
 
 
 def _owner(user):

@@ -1,0 +1,36 @@
+"""The gateway's store (accounts, refresh tokens, its outbox), given to
+``GatewayService`` as ``store``."""
+from common.store import Store
+from gateway import auth, models
+from gateway.domain import DEMO_CONTACTS, Account
+
+
+class AccountStore(Store):
+    """The gateway's store: creates the demo accounts in development. (Without
+    a signing key outside development the gateway refuses to start: see
+    ``gateway.authority``.)
+
+    The demo customers' contacts are announced (``customer_updated``) at
+    every start in development: an announcement is the whole contact as it
+    is now, so a repeat changes nothing, and a ``notification`` whose queue
+    did not exist yet at the first one learns them all the same.
+
+    Serialized on PostgreSQL (``common.store.Store``): a refresh token's
+    rotation reads its whole family before it decides."""
+
+    serialized = True
+
+    def setup(self):
+        super().setup()
+        if self.container.config.get("PROFILE", "development") == "development":
+            with self.transaction() as tx:
+                for username, password, role in auth.DEMO_ACCOUNTS:
+                    email, address = DEMO_CONTACTS.get(username, (None, None))
+                    account = models.find(tx.session, username)
+                    if account is None:
+                        account = Account(username, auth.hash_password(password), role, email, address)
+                        tx.session.add(account)
+                    elif account.email is None and account.address is None:  # made before accounts had them
+                        account.change_contact({"email": email, "address": address})
+                    if username in DEMO_CONTACTS:
+                        tx.emit("customer_updated", **account.contact())
