@@ -26,7 +26,7 @@ What every service measures, in this process's default registry:
 A backend service serves them on ``METRICS_PORT`` (``[address:]port``; 0 or
 empty is off: the default for a developer's processes, which ``ops/run.py``
 gives a free port each). The gateway serves them on its own HTTP port, at
-``GET /metrics`` (``gateway/http.py``).
+``GET /metrics`` (``gateway/server.py``).
 
 The same server answers ``GET /health/live`` with ``{"status": "ok", "pid":
 ...}``, without reading anything: the liveness check of the supervised local

@@ -37,7 +37,7 @@ from werkzeug.wrappers import Response
 
 from common.errors import Unavailable
 from gateway import auth
-from gateway.http import Unauthorized
+from gateway.errors import Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class Hub:
 class LivePages(DependencyProvider):
     """The live MyPage streams: the process's ``Hub``, given to every worker;
     closed when the service stops, and as soon as the gateway starts to drain
-    (``gateway.http``): open pages reconnect to the gateway that takes over."""
+    (``gateway.server``): open pages reconnect to the gateway that takes over."""
 
     def setup(self):
         self.hub = Hub()

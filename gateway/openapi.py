@@ -10,7 +10,8 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from gateway import schemas
-from gateway.http import FORM, ROUTES
+from gateway.bodies import FORM
+from gateway.http import ROUTES
 
 RESPONSES = {
     # route name: (success schema, extra error statuses)

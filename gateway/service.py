@@ -37,7 +37,8 @@ from gateway.cache import GatewayCaches
 from gateway.store import AccountStore
 from gateway.inline import inline_event_handler
 from gateway.live import LivePages, change, stream_response
-from gateway.http import OAuthError, Unauthorized, api, json_response
+from gateway.errors import OAuthError, Unauthorized, json_response
+from gateway.http import api
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class GatewayService:
     name = "gateway"
 
     correlation_id = Correlation()
-    metrics = Metrics(serve=False)  # served at GET /metrics on the HTTP port (gateway.http)
+    metrics = Metrics(serve=False)  # served at GET /metrics on the HTTP port (gateway.server)
     config = Config()
     store = AccountStore(models.Base)
     product = ServiceRpc("product")

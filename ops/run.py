@@ -22,7 +22,7 @@ and says why, with the log lines that explain it; so does ``up``.
 ``rollout`` replaces the replicas of a service one at a time: a new process
 starts beside the old one, and the old one is stopped (gracefully) only once
 the new one consumes, or for the gateway, listens on the same port (the
-gateway opens it with SO_REUSEPORT; the old one drains, see gateway/http.py).
+gateway opens it with SO_REUSEPORT; the old one drains, see gateway/server.py).
 
 When ``SMTP_HOST`` is not set, a development mail catcher
 (``ops/mailcatcher.py``) runs beside the services, supervised as process

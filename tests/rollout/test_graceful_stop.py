@@ -8,7 +8,7 @@ stops the dependencies; these tests pin down the parts Book Rental adds:
 - a worker stopped mid-publish finishes: its caller gets the answer and the
   event is out;
 - the gateway answers the request in hand (``Connection: close``), and takes
-  no new connection (``gateway.http.JsonWebServer.drain``).
+  no new connection (``gateway.server.JsonWebServer.drain``).
 
 They run the containers in this process, on the nameko test vhost.
 """

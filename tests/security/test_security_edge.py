@@ -12,7 +12,8 @@ import requests
 
 import gateway.service  # noqa: F401  (declares the routes)
 from gateway import auth, keys
-from gateway.http import MAX_BODY_BYTES, ROUTES
+from gateway.bodies import MAX_BODY_BYTES
+from gateway.http import ROUTES
 from helpers import Client
 
 pytestmark = pytest.mark.e2e

@@ -1,7 +1,7 @@
 """Tokens, keys and sessions without a process: the key ring (gateway.keys),
 access tokens (gateway.auth.Tokens), refresh token sessions
 (gateway.sessions), the deny list (gateway.denylist) and the OAuth 2 token
-request's parsing (gateway.http.form_grant). The same cases run end to end
+request's parsing (gateway.bodies.form_grant). The same cases run end to end
 in test_security_oauth.py."""
 import base64
 import hashlib
@@ -22,7 +22,8 @@ from werkzeug.wrappers import Request
 from common.errors import Unavailable
 from gateway import auth, keys, models, schemas, sessions
 from gateway.denylist import DenyList, RedisDenied, SqlDenied
-from gateway.http import OAuthError, form_grant
+from gateway.bodies import form_grant
+from gateway.errors import OAuthError
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ from werkzeug.wrappers import Request
 
 from common.errors import BadRequest
 from gateway import auth
-from gateway.http import PayloadTooLarge, UnsupportedMediaType, _json_body
+from gateway.bodies import json_body
+from gateway.errors import PayloadTooLarge, UnsupportedMediaType
 from gateway.ratelimit import Limits, client_address, redis_prefix, retry_after, settings, window
 
 
@@ -109,7 +110,7 @@ def test_a_reasonable_password_is_accepted_and_stored_as_a_salted_scrypt_hash():
 
 def _body(data, content_type="application/json", **headers):
     environ = EnvironBuilder(method="POST", data=data, content_type=content_type, headers=headers).get_environ()
-    return _json_body(Request(environ))
+    return json_body(Request(environ))
 
 
 @pytest.mark.parametrize("data, message", [

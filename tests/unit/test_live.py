@@ -4,7 +4,7 @@ import time
 import pytest
 
 from gateway import auth
-from gateway.http import Unauthorized
+from gateway.errors import Unauthorized
 from gateway.keys import KeySource
 from gateway.live import TICKET_TTL, Hub, change, stream
 
