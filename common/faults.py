@@ -34,7 +34,7 @@ can wait for it in the service's log. The points in the code:
 - ``delivery.cancel.before-reply``: the delivery's cancel is committed (and
   its event published), the answer not yet sent (``delivery.service``).
 
-(``BOOKRENTAL_FAULT=crash-before-publish``, read by ``common.store``, is
+(``BOOKRENTAL_FAULT=crash-before-publish``, read by ``common.storeport``, is
 the older form of one more: exit between a commit and its publish.)
 """
 import logging

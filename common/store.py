@@ -10,20 +10,16 @@ runs in every replica publishes them when it comes back. So an event is
 published at least once and applied at most once: at-least-once delivery
 plus idempotent handlers is the "exactly once" a broker can give.
 
-The jobs are split: engines and pragmas (``common.engines``), what a worker
-writes through (``common.outbox``), the relay (``common.relay``) and the
-batches it publishes with confirms (``common.publisher``).
+The jobs are split: the port every store implements, with the relay's
+lifecycle they share (``common.storeport``), engines and pragmas
+(``common.engines``), what a worker writes through (``common.outbox``), the
+relay (``common.relay``) and the batches it publishes with confirms
+(``common.publisher``).
 """
-import logging
-import os
 import time
 from contextlib import contextmanager
 
 from eventlet.semaphore import Semaphore
-from nameko.constants import AMQP_URI_CONFIG_KEY
-from nameko.extensions import DependencyProvider
-from nameko.standalone.events import get_event_exchange
-from nameko_sqlalchemy.database import DB_URIS_KEY
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
@@ -31,20 +27,9 @@ from sqlalchemy.orm import sessionmaker
 from common import errors, migrate
 from common.engines import advisory_key, engine_for
 from common.outbox import Pending, Transaction, declare_base, is_duplicate  # noqa: F401 (the services' imports)
-from common.publisher import ConfirmedPublisher
-from common.relay import OutboxRelay
-from common.rpc import DEADLINE
+from common.storeport import OutboxStore
 
-log = logging.getLogger(__name__)
-
-# Fault injection for the tests that prove the outbox (tests/faults): with
-# BOOKRENTAL_FAULT=crash-before-publish the process dies, as if killed, right
-# after committing its first transaction that emitted events and before
-# publishing them. Unset in every real deployment.
-FAULT = os.environ.get("BOOKRENTAL_FAULT", "")
-
-
-class Store(DependencyProvider):
+class Store(OutboxStore):
     """A service's database, its outbox and the relay that publishes it.
 
     Who waits for whom when writing:
@@ -65,29 +50,18 @@ class Store(DependencyProvider):
       leases), low in volume and off the reservation's path.
     """
 
-    stop_timeout = 10.0  # seconds a stop waits for the relay to publish what it holds
-    retention = 7 * 24 * 3600  # how long applied-event ids and sent events are kept
     serialized = False
 
     def __init__(self, base, migrations=None, serialized=None):
-        self.base = base
+        super().__init__(base)
         # The package whose migrations/ makes the schema; by default the
         # service's own (product.service:ProductService -> product/migrations).
         self.migrations = migrations
         if serialized is not None:
             self.serialized = serialized
 
-    def setup(self):
-        service_name = self.container.service_name
-        config = self.container.config
-        self.db_uri = config[DB_URIS_KEY][f"{service_name}:{self.base.__name__}"]
-        self.setup_database()
-        self.publisher = ConfirmedPublisher(config[AMQP_URI_CONFIG_KEY])
-        self.relay = OutboxRelay(self, get_event_exchange(service_name, config).name, service_name)
-
     def setup_database(self):
-        """The database side of ``setup``: engines, sessions, the writers'
-        turn and the schema (mypage.views.RedisViewStore has its own)."""
+        """Engines, sessions, the writers' turn and the schema."""
         self.is_sqlite = self.db_uri.startswith("sqlite")
         self.engine = engine_for(self.db_uri)
         self.read_engine = engine_for(self.db_uri, write=False) if self.is_sqlite else self.engine
@@ -117,28 +91,10 @@ class Store(DependencyProvider):
                     raise
                 time.sleep(0.2)
 
-    def start(self):
-        self.relay.start(self.container.spawn_managed_thread)
-
-    def stop(self):
-        """A graceful stop. Nameko has stopped the entrypoints and waited for
-        every worker before it stops the dependencies; the relay publishes
-        what the workers handed over, and finishes the sweep it is in, before
-        the connections close."""
-        self.relay.stop(self.stop_timeout)
-        self.close()
-
-    def kill(self):
-        self.relay.stopping = True
-        self.close()
-
     def close(self):
         self.engine.dispose()
         self.read_engine.dispose()
         self.publisher.close()
-
-    def get_dependency(self, worker_ctx):
-        return StoreHandle(self, worker_ctx.context_data.get(DEADLINE))
 
     # -- transactions ---------------------------------------------------
 
@@ -164,14 +120,6 @@ class Store(DependencyProvider):
                 session.close()
         self.committed(tx.emitted)
 
-    def committed(self, pending):
-        """Hand the events a transaction committed to the relay."""
-        if pending and FAULT == "crash-before-publish":
-            log.error("fault injected: exiting between commit and publish", extra={"pending": len(pending)})
-            os._exit(137)
-        if pending:
-            self.relay.hand_over(pending)
-
     @contextmanager
     def reading(self):
         session = self.ReadSession()
@@ -186,13 +134,6 @@ class Store(DependencyProvider):
             session.execute(text("SELECT 1"))
 
     # -- the outbox, as the relay sees it --------------------------------
-
-    def publish(self, pending):
-        """Publish these outbox events now and mark them sent (see common.relay)."""
-        return self.relay.publish(pending)
-
-    def relay_pending(self, older_than=None):
-        return self.relay.sweep(older_than)
 
     def mark_published(self, keys):
         outbox = self.base.OutboxEvent.__table__
@@ -241,19 +182,3 @@ def for_update(session):
     """Whether ``session`` writes: its reads a decision rests on lock their
     rows (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite has one writer)."""
     return session.info.get("for_update", False)
-
-
-class StoreHandle:
-    """The worker's view of the store."""
-
-    def __init__(self, store, deadline=None):
-        self._store = store
-        self._deadline = deadline  # the RPC caller's, when a caller is waiting
-        self.reading = store.reading
-        self.ping = store.ping
-        self.backlog = store.backlog
-
-
-    def transaction(self):
-        """A write that is committed only while its RPC caller still waits."""
-        return self._store.transaction(deadline=self._deadline)

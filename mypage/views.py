@@ -20,7 +20,8 @@ does, so ``mypage.domain`` and the service code are the same on both.
   ``common.store.Store``; views, titles, the outbox and the applied-event log
   are tables of one database, written in one transaction.
 - **Redis** (``MYPAGE_DB_URI=redis://host:6379/0?prefix=bookrental:mypage``):
-  ``RedisViewStore``. Everything a handler writes is in Redis, so that it is
+  ``RedisViewStore``, the same port as the SQL store (``common.storeport``,
+  no SQL underneath). Everything a handler writes is in Redis, so that it is
   written in **one** ``MULTI``/``EXEC``: the applied-event marker, the view,
   the customer's index and the events it emits (the outbox, a sorted set).
   Every key read is ``WATCH``ed first; if another replica changed one before
@@ -53,6 +54,7 @@ from nameko_sqlalchemy.database import DB_URIS_KEY
 from common import correlation, errors, events
 from common.outbox import Pending
 from common.store import Store
+from common.storeport import OutboxStore
 from mypage import models
 from mypage.domain import ReservationView
 
@@ -266,9 +268,10 @@ class RedisTransaction:
             pipe.reset()
 
 
-class RedisViewStore(Store):
-    """``common.store.Store`` on Redis: the same transaction, outbox, relay
-    and health, for MyPage's views (no SQL, no migrations)."""
+class RedisViewStore(OutboxStore):
+    """The store's port (``common.storeport.OutboxStore``) on Redis: the same
+    transaction, outbox, relay and health as the SQL ``Store``, for MyPage's
+    views (no SQL, no migrations)."""
 
     def setup_database(self):
         import redis

@@ -48,7 +48,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from common import eventlog, events
-from common.store import Store, StoreHandle
+from common.store import Store
+from common.storeport import StoreHandle
 
 log = logging.getLogger("ops.replay")
 

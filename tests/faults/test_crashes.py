@@ -37,7 +37,7 @@ def test_a_crash_between_commit_and_publish_loses_nothing(system, library):
     book = library.new_book(copies=1)
     customer = new_customer(library)
     # product, armed to die right after committing a transaction that emits
-    # events, before it publishes them (common/store.py, BOOKRENTAL_FAULT).
+    # events, before it publishes them (common/storeport.py, BOOKRENTAL_FAULT).
     system.stop("product")
     system.env["BOOKRENTAL_FAULT"] = "crash-before-publish"
     try:
