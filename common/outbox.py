@@ -128,3 +128,10 @@ def _insert_ignoring_duplicates(table):
 def is_duplicate(error):
     """A unique-key clash on the processed-event log: a concurrent duplicate."""
     return isinstance(error, IntegrityError) and "processed_events" in str(error)
+
+
+def emit_all(tx, caused):
+    """Emit through ``tx`` what a domain method returned: every domain
+    answers with the events its change caused, ``[(event_type, fields), ...]``."""
+    for event_type, fields in caused:
+        tx.emit(event_type, **fields)

@@ -7,6 +7,9 @@ There is exactly one delivery per reservation. A cancel can overtake the
 confirmation that would have created the delivery (the cancel is a direct
 RPC, the confirmation an event still queued): then the delivery is born
 canceled, and the confirmation that arrives later finds it and does nothing.
+
+Each method returns the events the change causes, ``[(event_type, fields)]``
+(``common.outbox.emit_all``).
 """
 from common.errors import NotAllowed
 
@@ -26,11 +29,13 @@ class Delivery:
 
     @classmethod
     def prepare(cls, id, reservation_id, book_id, customer, now, address=None):
-        return cls(id, reservation_id, book_id, customer, PREPARING, now, address), ["delivery_created"]
+        delivery = cls(id, reservation_id, book_id, customer, PREPARING, now, address)
+        return delivery, [("delivery_created", delivery.event_fields())]
 
     @classmethod
     def canceled_before_created(cls, id, reservation_id, book_id, customer, now):
-        return cls(id, reservation_id, book_id, customer, CANCELED, now), ["delivery_canceled"]
+        delivery = cls(id, reservation_id, book_id, customer, CANCELED, now)
+        return delivery, [("delivery_canceled", delivery.event_fields())]
 
     def ship(self, now):
         return self._move(PREPARING, SHIPPED, now)
@@ -54,7 +59,7 @@ class Delivery:
     def _become(self, status, now):
         self.status = status
         self.updated_at = now
-        return [f"delivery_{status}"]
+        return [(f"delivery_{status}", self.event_fields())]
 
     def event_fields(self):
         return {"delivery_id": self.id, "reservation_id": self.reservation_id, "book_id": self.book_id,

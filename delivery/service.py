@@ -14,6 +14,7 @@ from common import faults
 from common.errors import NotFound
 from common.events import now_iso
 from common.handlers import handles
+from common.outbox import emit_all
 from common.rpc import rpc
 from common.service import ServiceBase
 from common.store import Store
@@ -66,7 +67,7 @@ class DeliveryService(ServiceBase):
                     tx.session.add(delivery)
                 else:
                     caused = delivery.cancel(now_iso())
-                self._emit(tx, delivery, caused)
+                emit_all(tx, caused)
                 result = delivery.to_dict()
         except IntegrityError:  # the confirmation created it at this very moment
             return self.cancel(reservation_id, book_id, customer)
@@ -93,29 +94,24 @@ class DeliveryService(ServiceBase):
             str(uuid.uuid4()), event["reservation_id"], event["book_id"], event["customer"], now_iso(),
             event.get("address"))
         tx.session.add(delivery)
-        self._emit(tx, delivery, caused)
+        emit_all(tx, caused)
 
     @handles("reservation", "reservation_canceled")
     def on_reservation_canceled(self, tx, event):
         delivery = models.find_for_reservation(tx.session, event["reservation_id"])
         if delivery is not None and delivery.status != DELIVERED:
-            self._emit(tx, delivery, delivery.cancel(now_iso()))
+            emit_all(tx, delivery.cancel(now_iso()))
 
     # -- helpers --------------------------------------------------------
 
     def _step(self, delivery_id, step):
         with self.store.transaction() as tx:
             delivery = self._find(tx.session, delivery_id)
-            self._emit(tx, delivery, step(delivery, now_iso()))
+            emit_all(tx, step(delivery, now_iso()))
             result = delivery.to_dict()
         log.info("delivery %s", result["status"], extra={"delivery_id": delivery_id,
                                                           "reservation_id": result["reservation_id"]})
         return result
-
-    @staticmethod
-    def _emit(tx, delivery, caused):
-        for event_type in caused:
-            tx.emit(event_type, **delivery.event_fields())
 
     @staticmethod
     def _find(session, delivery_id):

@@ -45,14 +45,14 @@ class Title:
         if self.stock > 0:
             return self._allocate(allocation)
         allocation.state = WAITING
-        return [("waitlist_joined", allocation, {"position": waiting_ahead + 1})]
+        return [("waitlist_joined", {**allocation.event_fields(), "position": waiting_ahead + 1})]
 
     def release(self, allocation, waitlist):
         """The reservation is over (canceled or returned): free what it holds."""
         if allocation.state == ALLOCATED:
             allocation.state = RELEASED
             self.stock += 1
-            return [("copy_released", allocation, {"stock": self.stock})] + self.serve(waitlist)
+            return [("copy_released", {**allocation.event_fields(), "stock": self.stock})] + self.serve(waitlist)
         if allocation.state == WAITING:
             allocation.state = WITHDRAWN
         return []
@@ -70,7 +70,7 @@ class Title:
     def _allocate(self, allocation):
         self.stock -= 1
         allocation.state = ALLOCATED
-        return [("copy_allocated", allocation, {})]
+        return [("copy_allocated", allocation.event_fields())]
 
     def to_dict(self):
         return {"id": self.id, "isbn": self.isbn, "title": self.title, "author": self.author, "stock": self.stock}

@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from common.errors import NotAllowed, NotFound
 from common.handlers import handles
+from common.outbox import emit_all
 from common.rpc import rpc
 from common.service import ServiceBase
 from common.store import Store
@@ -53,7 +54,7 @@ class ProductService(ServiceBase):
             waitlist = models.waitlist(tx.session, book_id, limit=book.stock + quantity)
             caused = book.add_copies(quantity, waitlist)
             tx.emit("book_restocked", book_id=book_id, quantity=quantity, stock=book.stock)
-            self._emit(tx, caused)
+            emit_all(tx, caused)
             return book.to_dict()
 
     @rpc
@@ -98,7 +99,7 @@ class ProductService(ServiceBase):
             return
         caused = book.reserve(allocation, models.waiting_count(tx.session, book.id))
         tx.session.add(allocation)
-        self._emit(tx, caused)
+        emit_all(tx, caused)
 
     @handles("reservation", "reservation_canceled")
     def on_reservation_canceled(self, tx, event):
@@ -125,12 +126,7 @@ class ProductService(ServiceBase):
         # read this one again now that we hold it (PostgreSQL, several replicas).
         tx.session.refresh(allocation)
         waitlist = models.waitlist(tx.session, book.id, limit=book.stock + 1)
-        self._emit(tx, book.release(allocation, waitlist))
-
-    @staticmethod
-    def _emit(tx, caused):
-        for event_type, allocation, extra in caused:
-            tx.emit(event_type, **allocation.event_fields(), **extra)
+        emit_all(tx, book.release(allocation, waitlist))
 
     @staticmethod
     def _title(session, book_id, for_update=False):

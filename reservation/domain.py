@@ -11,8 +11,9 @@ an event that would move it back, or touch a finished one, changes nothing.
 The customer's own actions (cancel, return) are refused with ``NotAllowed``
 when the state does not allow them.
 
-Each method returns the event types the change causes; the service writes
-them to the outbox in the same transaction as the change.
+Each method returns the events the change causes, ``[(event_type, fields)]``;
+the service writes them to the outbox in the same transaction as the change
+(``common.outbox.emit_all``).
 
 A delivered reservation is a loan (SPEC §8): it has a ``due_at``, may be
 renewed, and falls overdue; ``LendingRules`` holds the settings and the
@@ -143,7 +144,7 @@ class Reservation:
     @classmethod
     def request(cls, id, book_id, customer, now, idempotency_key=None, address=None):
         reservation = cls(id, book_id, customer, now, idempotency_key, address)
-        return reservation, ["reservation_requested"]
+        return reservation, [reservation._caused("reservation_requested")]
 
     # -- what other services tell us ------------------------------------
 
@@ -159,10 +160,10 @@ class Reservation:
     def delivered(self, now, loan_period=LendingRules.LOAN_PERIOD_SECONDS, delivered_at=None):
         """The customer has the book: the loan runs ``loan_period`` seconds
         from the moment of delivery (``delivered_at``, by default ``now``)."""
-        caused = self._advance(DELIVERED, now)
-        if caused:
-            self.due_at = later(delivered_at or now, loan_period)
-        return caused
+        if not self._may_advance(DELIVERED):
+            return []
+        self.due_at = later(delivered_at or now, loan_period)
+        return self._become(DELIVERED, now)
 
     def delivery_canceled(self, now):
         """delivery has canceled this reservation's delivery. That only
@@ -234,12 +235,15 @@ class Reservation:
         self.due_at = later(self.due_at, rules.loan_period)
         self.renewals += 1
         self.updated_at = now
-        return ["loan_renewed"]
+        return [self._caused("loan_renewed")]
 
     # -- mechanics ------------------------------------------------------
 
+    def _may_advance(self, status):
+        return self.status not in FINISHED and PROGRESS.index(status) > PROGRESS.index(self.status)
+
     def _advance(self, status, now):
-        if self.status in FINISHED or PROGRESS.index(status) <= PROGRESS.index(self.status):
+        if not self._may_advance(status):
             return []
         return self._become(status, now)
 
@@ -250,7 +254,10 @@ class Reservation:
     def _become(self, status, now):
         self.status = status
         self.updated_at = now
-        return [f"reservation_{status}"]
+        return [self._caused(f"reservation_{status}")]
+
+    def _caused(self, event_type):
+        return event_type, self.event_fields(event_type)
 
     def event_fields(self, event_type=None):
         fields = {"reservation_id": self.id, "book_id": self.book_id, "customer": self.customer}

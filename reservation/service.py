@@ -20,6 +20,7 @@ from common import correlation, faults
 from common.errors import NotAllowed, NotFound, Unavailable
 from common.events import now_iso
 from common.handlers import handles
+from common.outbox import emit_all
 from common.rpc import ServiceRpc, rpc
 from common.service import ServiceBase
 from common.store import Store
@@ -75,7 +76,7 @@ class ReservationService(ServiceBase):
                 reservation, caused = Reservation.request(
                     str(uuid.uuid4()), book_id, customer, now, idempotency_key, address)
                 tx.session.add(reservation)
-                self._emit(tx, reservation, caused)
+                emit_all(tx, caused)
                 created = reservation.to_dict()
         except IntegrityError:  # the same key, sent twice at the same moment
             with self.store.reading() as session:
@@ -136,7 +137,7 @@ class ReservationService(ServiceBase):
 
     def _cancel(self, tx, reservation):
         caused = reservation.cancel(now_iso())
-        self._emit(tx, reservation, caused)
+        emit_all(tx, caused)
         models.forget_cancel_intent(tx.session, reservation.id)
         return caused
 
@@ -169,7 +170,7 @@ class ReservationService(ServiceBase):
     def return_book(self, reservation_id, customer=None):
         with self.store.transaction() as tx:
             reservation = self._owned(tx.session, reservation_id, customer)
-            self._emit(tx, reservation, reservation.return_book(now_iso()))
+            emit_all(tx, reservation.return_book(now_iso()))
             return reservation.to_dict()
 
     @rpc
@@ -179,7 +180,7 @@ class ReservationService(ServiceBase):
         with self.store.transaction() as tx:
             reservation = self._owned(tx.session, reservation_id, customer)
             waits = models.someone_waits(tx.session, reservation.book_id, reservation.customer)
-            self._emit(tx, reservation, reservation.renew(now_iso(), self.rules, waits))
+            emit_all(tx, reservation.renew(now_iso(), self.rules, waits))
             renewed = reservation.to_dict()
         log.info("loan renewed", extra={"reservation_id": reservation_id, "due_at": renewed["due_at"],
                                         "renewals": renewed["renewals"]})
@@ -222,7 +223,7 @@ class ReservationService(ServiceBase):
                         extra={"reservation_id": event["reservation_id"]})
             return
         caused = reservation.delivery_canceled(now_iso())
-        self._emit(tx, reservation, caused)
+        emit_all(tx, caused)
         intent = models.forget_cancel_intent(tx.session, reservation.id)
         if caused:
             # in flight: the request is still waiting and would have done it too.
@@ -274,7 +275,7 @@ class ReservationService(ServiceBase):
             return outcome
         with _correlation(intent.correlation_id):  # the event and the log line carry the customer's request id
             caused = reservation.delivery_canceled(now_iso())
-            self._emit(tx, reservation, caused)
+            emit_all(tx, caused)
             if caused:
                 log.info("cancel completed by recovery", extra={
                     "reservation_id": reservation_id, "completed_by": "recovery"})
@@ -306,7 +307,7 @@ class ReservationService(ServiceBase):
                 if not models.mark_overdue(tx.session, reservation_id, now):
                     continue  # returned meanwhile, or another replica was first
                 reservation = models.find(tx.session, reservation_id)
-                self._emit(tx, reservation, ["loan_overdue"])
+                tx.emit("loan_overdue", **reservation.event_fields("loan_overdue"))
                 marked += 1
                 log.info("loan overdue", extra={"reservation_id": reservation_id, "due_at": reservation.due_at})
         log.info("overdue check: %d loans fell overdue", marked, extra={"marked": marked})
@@ -319,12 +320,7 @@ class ReservationService(ServiceBase):
             log.warning("%s for an unknown reservation", event["event_type"],
                         extra={"reservation_id": event["reservation_id"]})
             return
-        self._emit(tx, reservation, step(reservation, now_iso()))
-
-    @staticmethod
-    def _emit(tx, reservation, event_types):
-        for event_type in event_types:
-            tx.emit(event_type, **reservation.event_fields(event_type))
+        emit_all(tx, step(reservation, now_iso()))
 
     @staticmethod
     def _owned(session, reservation_id, customer):

@@ -49,3 +49,8 @@ def assert_invariant(amqp_uri, library, book_id, reservation_ids):
     assert inventory["stock"] >= 0, inventory
     assert inventory["stock"] + live == inventory["stocked"], (inventory, live)
     assert inventory["allocated"] == live, (inventory, live)
+
+
+def event_types(caused):
+    """The event types of what a domain method returned, ``[(event_type, fields)]``."""
+    return [event_type for event_type, _ in caused]

@@ -5,6 +5,7 @@ from common.errors import NotAllowed
 from common.events import TYPES
 from common.lifecycle import DELIVERY_STATUSES as STATUSES
 from delivery.domain import CANCELED, DELIVERED, PREPARING, SHIPPED, Delivery
+from helpers import event_types
 
 
 def at(minute):
@@ -30,7 +31,7 @@ def test_a_confirmed_reservation_gets_a_delivery_in_preparation():
     delivery, caused = Delivery.prepare("d-1", "r-1", 7, "alice", at(0))
 
     assert delivery.status == PREPARING
-    assert caused == ["delivery_created"]
+    assert event_types(caused) == ["delivery_created"]
     assert delivery.created_at == delivery.updated_at == at(0)
     assert delivery.to_dict() == {"id": "d-1", "reservation_id": "r-1", "book_id": 7,
                                   "customer": "alice", "address": None, "status": "preparing"}
@@ -48,7 +49,7 @@ def test_a_delivery_goes_where_the_reservation_said():
 def test_the_courier_ships_a_prepared_delivery():
     delivery = delivery_in(PREPARING)
 
-    assert delivery.ship(at(30)) == ["delivery_shipped"]
+    assert event_types(delivery.ship(at(30))) == ["delivery_shipped"]
     assert delivery.status == SHIPPED
     assert delivery.updated_at == at(30)
 
@@ -56,7 +57,7 @@ def test_the_courier_ships_a_prepared_delivery():
 def test_the_courier_delivers_a_shipped_delivery():
     delivery = delivery_in(SHIPPED)
 
-    assert delivery.deliver(at(30)) == ["delivery_delivered"]
+    assert event_types(delivery.deliver(at(30))) == ["delivery_delivered"]
     assert delivery.status == DELIVERED
     assert delivery.updated_at == at(30)
 
@@ -89,7 +90,7 @@ def test_only_a_shipped_delivery_can_be_delivered(status):
 def test_a_delivery_is_canceled_with_its_reservation_until_delivered(status):
     delivery = delivery_in(status)
 
-    assert delivery.cancel(at(30)) == ["delivery_canceled"]
+    assert event_types(delivery.cancel(at(30))) == ["delivery_canceled"]
     assert delivery.status == CANCELED
     assert delivery.updated_at == at(30)
 
@@ -116,7 +117,7 @@ def test_a_cancel_that_overtakes_the_confirmation_creates_the_delivery_canceled(
     delivery, caused = Delivery.canceled_before_created("d-1", "r-1", 7, "alice", at(0))
 
     assert delivery.status == CANCELED
-    assert caused == ["delivery_canceled"]
+    assert event_types(caused) == ["delivery_canceled"]
     assert delivery.created_at == delivery.updated_at == at(0)
     # the reservation_canceled event arriving later finds it canceled already
     assert delivery.cancel(at(10)) == []
@@ -134,5 +135,6 @@ def test_every_event_a_delivery_causes_is_a_declared_event_type():
             except NotAllowed:
                 pass
 
-    assert set(caused) <= set(TYPES)
-    assert set(caused) == {"delivery_created", "delivery_shipped", "delivery_delivered", "delivery_canceled"}
+    assert set(event_types(caused)) <= set(TYPES)
+    assert set(event_types(caused)) == {
+        "delivery_created", "delivery_shipped", "delivery_delivered", "delivery_canceled"}

@@ -25,6 +25,7 @@ from reservation.domain import (
     WAITLISTED, CancelIntent, Reservation,
 )
 from reservation.service import ReservationService
+from helpers import event_types
 
 NOW = 1_700_000_000.0
 
@@ -53,7 +54,7 @@ def reservation_in(status):
 def test_a_canceled_delivery_cancels_a_live_reservation(start):
     reservation = reservation_in(start)
 
-    assert reservation.delivery_canceled(at(30)) == ["reservation_canceled"]
+    assert event_types(reservation.delivery_canceled(at(30))) == ["reservation_canceled"]
     assert reservation.status == CANCELED
     assert reservation.updated_at == at(30)
 

@@ -14,6 +14,7 @@ from common.lifecycle import RESERVATION_STATUSES
 from reservation.domain import (
     CANCELED, CONFIRMED, DELIVERED, PROGRESS, REQUESTED, RETURNED, SHIPPED, WAITLISTED, Reservation,
 )
+from helpers import event_types
 
 ALL_STATUSES = RESERVATION_STATUSES
 
@@ -55,7 +56,7 @@ def test_a_new_reservation_is_requested_and_announces_it():
     reservation, caused = Reservation.request("r-1", 7, "alice", at(0), idempotency_key="k-1")
 
     assert reservation.status == REQUESTED
-    assert caused == ["reservation_requested"]
+    assert event_types(caused) == ["reservation_requested"]
     assert reservation.created_at == reservation.updated_at == at(0)
     assert reservation.idempotency_key == "k-1"
     assert reservation.to_dict() == {
@@ -93,7 +94,7 @@ def test_each_lifecycle_step_moves_the_reservation_forward(start, step, expected
     caused = step(reservation, at(30))
 
     assert reservation.status == expected
-    assert caused == [f"reservation_{expected}"]
+    assert event_types(caused) == [f"reservation_{expected}"]
     assert reservation.updated_at == at(30)
 
 
@@ -105,7 +106,7 @@ def test_each_lifecycle_step_moves_the_reservation_forward(start, step, expected
 def test_an_event_that_overtakes_its_predecessors_still_moves_forward(start, step, expected):
     reservation = reservation_in(start)
 
-    assert step(reservation, at(30)) == [f"reservation_{expected}"]
+    assert event_types(step(reservation, at(30))) == [f"reservation_{expected}"]
     assert reservation.status == expected
 
 
@@ -156,7 +157,7 @@ def test_canceled_and_returned_are_final_for_every_event(final, step):
 def test_allocation_refused_cancels_a_reservation_that_has_no_copy(start):
     reservation = reservation_in(start)
 
-    assert reservation.allocation_refused(at(30)) == ["reservation_canceled"]
+    assert event_types(reservation.allocation_refused(at(30))) == ["reservation_canceled"]
     assert reservation.status == CANCELED
     assert reservation.updated_at == at(30)
 
@@ -178,7 +179,7 @@ def test_the_customer_may_cancel_until_the_book_is_delivered(start):
 
     caused = reservation.cancel(at(30))
 
-    assert caused == ["reservation_canceled"]
+    assert event_types(caused) == ["reservation_canceled"]
     assert reservation.status == CANCELED
     assert reservation.updated_at == at(30)
 
@@ -221,7 +222,7 @@ def test_a_delivery_may_exist_only_for_a_confirmed_or_shipped_reservation(status
 def test_a_delivered_book_can_be_returned():
     reservation = reservation_in(DELIVERED)
 
-    assert reservation.return_book(at(30)) == ["reservation_returned"]
+    assert event_types(reservation.return_book(at(30))) == ["reservation_returned"]
     assert reservation.status == RETURNED
     assert reservation.updated_at == at(30)
 
@@ -253,5 +254,5 @@ def test_every_event_a_reservation_causes_is_a_declared_event_type():
             except NotAllowed:
                 pass
 
-    assert set(caused) <= set(TYPES)
-    assert {t for t in caused} == {f"reservation_{s}" for s in ALL_STATUSES}
+    assert set(event_types(caused)) <= set(TYPES)
+    assert set(event_types(caused)) == {f"reservation_{s}" for s in ALL_STATUSES}
