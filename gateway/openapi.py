@@ -51,6 +51,14 @@ ERROR_TEXT = {400: "Bad input; `details` names each field", 401: "No token, or a
 OTHER_CONTENT = {"web_app": ("text/html", []), "static": ("*/*", [404]),
                  "mypage_events": ("text/event-stream", []),
                  "openapi_document": ("application/json", []), "asyncapi_document": ("application/json", [404])}
+# One event of a text/event-stream answer (gateway/live.py sends these): the
+# stream is described per event, as OpenAPI 3.2's itemSchema does and as
+# tools read ``schema`` on 3.0 and 3.1 (the HTML standard's fields; comments,
+# such as the keep-alive, are no events).
+SSE_EVENT = {"type": "object", "required": ["event", "data"], "properties": {
+    "event": {"type": "string", "enum": ["ready", "mypage_changed", "expired"]},
+    "data": {"type": "string", "description": "a JSON object: what the event says"},
+    "id": {"type": "string"}, "retry": {"type": "integer", "minimum": 0}}}
 PARAM = re.compile(r"<(?:(\w+)(?:\(([^)]*)\))?:)?(\w+)>")
 
 
@@ -98,7 +106,7 @@ def _operation(route):
         operation["responses"][status] = {"description": "OK", "content": {"application/json": {"schema": success}}}
     elif name in OTHER_CONTENT:
         media_type, other_errors = OTHER_CONTENT[name]
-        schema = {"type": "object"} if media_type == "application/json" else {"type": "string"}
+        schema = {"application/json": {"type": "object"}, "text/event-stream": SSE_EVENT}.get(media_type, {"type": "string"})
         operation["responses"][status] = {"description": "OK", "content": {media_type: {"schema": schema}}}
         extra_errors = list(extra_errors) + other_errors
     else:
