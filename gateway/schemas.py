@@ -50,11 +50,15 @@ def email(**kwargs):
 
 
 def address(**kwargs):
-    """Where books go: up to 300 characters, lines allowed, no other control character."""
+    """Where books go: up to 300 characters, lines allowed, no other control
+    character, and something besides spaces (a value is trimmed first, so
+    spaces alone, a no-break space too, are no address: the pattern says so
+    in the document)."""
     kwargs.setdefault("metadata", {"description": "where books are delivered (at most 300 characters)"})
     return Trimmed(validate=[validate.Length(min=1, max=300),
-                             validate.Regexp(r"^[^\x00-\x09\x0b-\x1f\x7f]*$",
-                                             error="control characters other than line breaks are not allowed")],
+                             validate.Regexp(r"^[^\x00-\x09\x0b-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x09\x0b-\x1f\x7f]*$",
+                                             error="an address is some text besides spaces; control characters "
+                                                   "other than line breaks are not allowed")],
                    **kwargs)
 
 
