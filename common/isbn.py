@@ -24,6 +24,9 @@ def to_isbn13(text):
     """The 13 digits of the ISBN-10 or ISBN-13 ``text``; ``ValueError``
     (saying what is wrong) when it is no valid ISBN."""
     try:
+        # stdnum also takes a 9-digit SBN (as its ISBN-10 with a 0 in front); the spec does not
+        if len("".join(ch for ch in text if ch not in SEPARATORS)) not in (10, 13):
+            raise InvalidLength()
         compact = _isbn.validate(text)
     except ValidationError as error:
         problem = next(words for kind, words in PROBLEMS if isinstance(error, kind))

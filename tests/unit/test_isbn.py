@@ -24,3 +24,10 @@ def test_an_isbn_13_must_start_with_978_or_979():
     ("dune", None), ("", None), ("--", None), ("١٢٣", None), ("978a", None)])
 def test_a_search_looks_for_the_digits_it_was_given(query, digits):
     assert isbn.searched_digits(query) == digits
+
+
+def test_a_nine_digit_sbn_is_no_isbn():
+    # stdnum takes the SBN of before 1970 as an ISBN-10; SPEC §5 asks for 10 or 13 digits.
+    with pytest.raises(ValueError, match="10 or 13 digits"):
+        isbn.to_isbn13("000000000")
+    assert isbn.to_isbn13("0-441-17271-7") == "9780441172719"
