@@ -22,7 +22,7 @@ from nameko.events import SERVICE_POOL, EventHandler
 
 from common import events, queues
 from common.metrics import EVENTS_HANDLED
-from common.rpc import BROKER_ERRORS
+from common.consumer import BROKER_ERRORS, SettlingQueueConsumer
 from common.store import is_duplicate
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ def dead_letter_queue(queue_name, config=None):
 
 class ReliableEventHandler(EventHandler):
     """Nameko's event handler, with bounded retries and a dead-letter queue."""
+
+    queue_consumer = SettlingQueueConsumer()
 
     def setup(self):
         super().setup()
@@ -70,30 +72,19 @@ class ReliableEventHandler(EventHandler):
         super().start()
 
     def handle_message_processed(self, message, result=None, exc_info=None):
-        if exc_info is None:
-            self._ack(message)
-            return
-        try:
-            self._retry_or_park(message, exc_info[1])
-        except BROKER_ERRORS as error:
-            # The broker went away: raising here would kill the service. The
-            # event goes back to its queue as it was, to be tried again.
-            log.warning("event neither retried nor parked, the broker is away: %s", error,
-                        extra={"event_id": _event_id(message)})
-            self._ack(message, self.queue_consumer.requeue_message)
-            return
-        self._ack(message)
-
-    def _ack(self, message, settle=None):
-        """Ack (or requeue); if the connection died under us, raising would
-        kill the whole service: the broker delivers the unacked event again
-        once we reconnect, and its id in the processed-event log makes that
-        harmless."""
-        try:
-            (settle or self.queue_consumer.ack_message)(message)
-        except BROKER_ERRORS as error:
-            log.warning("could not settle an event, the broker is away: %s", error,
-                        extra={"event_id": _event_id(message)})
+        # Settling never raises when the broker is away (common.consumer):
+        # the event comes again, and its id makes that harmless.
+        if exc_info is not None:
+            try:
+                self._retry_or_park(message, exc_info[1])
+            except BROKER_ERRORS as error:
+                # The broker went away: raising here would kill the service.
+                # The event goes back to its queue as it was, to be tried again.
+                log.warning("event neither retried nor parked, the broker is away: %s", error,
+                            extra={"event_id": _event_id(message)})
+                self.queue_consumer.requeue_message(message)
+                return
+        self.queue_consumer.ack_message(message)
 
     def _retry_or_park(self, message, error):
         retries = int(message.headers.get(RETRIES_HEADER, 0))

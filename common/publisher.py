@@ -18,7 +18,7 @@ import threading
 import amqp
 from kombu import Connection
 
-from common.rpc import BROKER_ERRORS
+from common.consumer import BROKER_ERRORS
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,8 @@ dropped there for the same reason.
 import logging
 import time
 
-import amqp.exceptions
 import eventlet
 import pybreaker
-from kombu.exceptions import OperationalError
 from nameko.amqp.publish import Publisher
 from nameko.constants import (AMQP_SSL_CONFIG_KEY, AMQP_URI_CONFIG_KEY, DEFAULT_SERIALIZER, LOGIN_METHOD_CONFIG_KEY,
                               NON_PERSISTENT, SERIALIZER_CONFIG_KEY)
@@ -21,6 +19,7 @@ from nameko.exceptions import RemoteError, UnknownService
 from nameko.rpc import MethodProxy, ReplyListener, Responder, Rpc, RpcConsumer, RpcProxy, get_rpc_exchange
 
 from common import errors, queues
+from common.consumer import BROKER_ERRORS, SettlingQueueConsumer
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +55,8 @@ class TypedRpcConsumer(RpcConsumer):
     ``QUEUE_TYPE`` says (a quorum queue in a cluster; common/queues.py), and
     answering with a ``ReplyPublisher``."""
 
+    queue_consumer = SettlingQueueConsumer()
+
     def setup(self):
         super().setup()
         self.queue.queue_arguments = {**(self.queue.queue_arguments or {}), **queues.durable(self.container.config)}
@@ -78,6 +79,8 @@ class TypedReplyListener(ReplyListener):
     rather than Nameko's durable one, which lives on one node: when that node
     goes, the listener declares its queue again on the node it moves to
     (a durable queue's name stays taken by a node that is down)."""
+
+    queue_consumer = SettlingQueueConsumer()
 
     def setup(self):
         super().setup()
@@ -117,7 +120,6 @@ def rpc(method):
 
 
 _ERRORS = {cls.__name__: cls for cls in errors.EXPECTED}
-BROKER_ERRORS = (OperationalError, amqp.exceptions.ConnectionError, OSError)
 
 
 class _LogStateChanges(pybreaker.CircuitBreakerListener):

@@ -5,6 +5,7 @@ import json
 import logging
 
 from marshmallow import ValidationError
+from nameko.exceptions import ContainerBeingKilled
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
@@ -95,6 +96,11 @@ def response_for(exc):
         if status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="bookrental"'
         return error_response(status, exc.message, exc.code, exc.details, headers)
+    if isinstance(exc, ContainerBeingKilled):
+        # The gateway is stopping (a deploy, a crash): nothing was started,
+        # and another replica, or this one restarted, answers a retry.
+        return error_response(503, "the gateway is restarting; nothing changed", "unavailable",
+                              headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     if isinstance(exc, HTTPException):
         headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else None
         return error_response(exc.code, exc.description or exc.name, CODES.get(exc.code), headers=headers)

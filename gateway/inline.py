@@ -18,10 +18,14 @@ from types import SimpleNamespace
 
 from nameko.events import BROADCAST, EventHandler
 
+from common.consumer import SettlingQueueConsumer
+
 log = logging.getLogger(__name__)
 
 
 class InlineEventHandler(EventHandler):
+    queue_consumer = SettlingQueueConsumer()
+
     def __init__(self, source_service, event_type, uses=(), **kwargs):
         super().__init__(source_service, event_type, **kwargs)
         self.uses = tuple(uses)
