@@ -9,18 +9,29 @@ Every handler gets the same guarantees, so no service has to remember them:
   redelivered or duplicated event changes nothing the second time;
 - a failing event is retried a bounded number of times with backoff, then
   parked on the handler's dead-letter queue with the reason; it never loops
-  forever and is never silently dropped (``make dlq`` shows and replays it).
+  forever and is never silently dropped (``make dlq`` shows and replays it);
+- events are applied in batches: what has arrived on a handler's queue while
+  its previous batch was applied (at most ``EVENT_BATCH_SIZE``) is applied in
+  one worker and one transaction, each event's id recorded with it, and each
+  delivery acked after the commit. At a low rate a batch is one event, as
+  it always was; under load one commit, one worker and one session serve
+  many events (docs/performance.md). If anything in a batch fails, the batch
+  is rolled back and its events applied again one by one, so that only the
+  failing one is retried and parked.
 """
 import functools
 import logging
 
 import eventlet
+from eventlet.event import Event
+from eventlet.queue import Empty, LightQueue
 from kombu import Connection, Exchange, Queue
 from nameko.amqp.publish import Publisher
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.events import SERVICE_POOL, EventHandler
+from nameko.exceptions import ContainerBeingKilled
 
-from common import events, queues
+from common import correlation, events, queues
 from common.metrics import EVENTS_HANDLED
 from common.consumer import BROKER_ERRORS, SettlingQueueConsumer
 from common.store import is_duplicate
@@ -32,6 +43,8 @@ RETRIES_HEADER = "x-bookrental-retries"
 ERROR_HEADER = "x-bookrental-error"
 MAX_RETRIES = 5
 BACKOFF = 0.25  # seconds, doubled on each retry
+BATCH_SIZE_KEY = "EVENT_BATCH_SIZE"
+BATCH_SIZE = 10  # at most max_workers in effect: Nameko 2's prefetch per queue
 
 
 def dead_letter_exchange():
@@ -65,11 +78,57 @@ class ReliableEventHandler(EventHandler):
         # through the queue's dead-letter arguments above to <queue>.dead.
         # (The container's RPC queues have none: there, it is dropped as before.)
         self.queue_consumer.on_decode_error = _park_undecodable
+        self.batch_size = max(1, int(self.container.config.get(BATCH_SIZE_KEY) or BATCH_SIZE))
+        self.arrived = LightQueue()
 
     def start(self):
         with Connection(self.amqp_uri) as connection:
             dead_letter_queue(self.queue.name, self.container.config)(connection.default_channel).declare()
         super().start()
+        self.container.spawn_managed_thread(self._apply_in_batches, identifier=f"{self.method_name}.batches")
+
+    def handle_message(self, body, message):
+        # The queue consumer calls this for each delivery; the batches are
+        # made and handed to workers by _apply_in_batches.
+        self.arrived.put((body, message))
+
+    def _apply_in_batches(self):
+        """One batch of this queue in a worker at a time: what arrives
+        meanwhile makes the next one. (Stopped with the container; what it
+        holds unacked comes again from the broker.)"""
+        while True:
+            batch = [self.arrived.get()]
+            while len(batch) < self.batch_size:
+                try:
+                    batch.append(self.arrived.get_nowait())
+                except Empty:
+                    break
+            settled = Event()
+            try:
+                self.container.spawn_worker(
+                    self, (Batch(body for body, _ in batch),), {},
+                    context_data=self.unpack_message_headers(batch[0][1]),
+                    handle_result=functools.partial(self._settle, batch, settled))
+            except ContainerBeingKilled:
+                for _, message in batch:
+                    self.queue_consumer.requeue_message(message)
+                return
+            settled.wait()
+
+    def _settle(self, batch, settled, worker_ctx, result=None, exc_info=None):
+        """Acks what the batch applied (the next batch may start), then
+        retries or parks each event that failed."""
+        failures = result if exc_info is None else [exc_info[1]] * len(batch)
+        try:
+            for (_, message), failure in zip(batch, failures):
+                if failure is None:
+                    self.queue_consumer.ack_message(message)
+        finally:
+            settled.send()
+        for (_, message), failure in zip(batch, failures):
+            if failure is not None:
+                self.handle_message_processed(message, exc_info=(type(failure), failure, failure.__traceback__))
+        return result, exc_info
 
     def handle_message_processed(self, message, result=None, exc_info=None):
         # Settling never raises when the broker is away (common.consumer):
@@ -122,33 +181,101 @@ def _event_id(message):
     return payload.get("event_id") if isinstance(payload, dict) else None
 
 
+class Batch(list):
+    """The payloads of the deliveries one worker applies, in arrival order."""
+
+
 def handles(source_service, event_type):
     """Make ``method(self, tx, event)`` the handler of ``source_service``'s
-    ``event_type`` events. The service must name its ``Store`` ``store``."""
+    ``event_type`` events. The service must name its ``Store`` ``store``.
+
+    Its entrypoint takes a ``Batch`` (from the queue) or one payload (a
+    test's hook, ``make replay``)."""
 
     def decorator(method):
-        name = method.__name__
-
         @functools.wraps(method)
         def entrypoint(self, payload):
-            event = events.parse(event_type, payload)
-            try:
-                with self.store.transaction() as tx:
-                    if not tx.first_time(event, name):
-                        log.info("%s %s already applied", event_type, event["event_id"])
-                        EVENTS_HANDLED.labels(_service_name(self), event_type, "duplicate").inc()
-                        return
-                    method(self, tx, event)
-            except Exception as error:
-                if is_duplicate(error):  # a twin delivered at the same moment won
-                    EVENTS_HANDLED.labels(_service_name(self), event_type, "duplicate").inc()
-                    return
-                raise
-            EVENTS_HANDLED.labels(_service_name(self), event_type, "applied").inc()
-            log.info("applied %s", event_type, extra={
-                "event_id": event["event_id"], "reservation_id": event.get("reservation_id")})
+            if isinstance(payload, Batch):
+                return _apply_batch(self, method, event_type, payload)
+            _apply(self, method, event_type, payload)
 
         return ReliableEventHandler.decorator(
             source_service, event_type, handler_type=SERVICE_POOL, reliable_delivery=True)(entrypoint)
 
     return decorator
+
+
+def _apply(service, method, event_type, payload):
+    """One event in a transaction of its own; raises what it raises."""
+    name, caller = method.__name__, correlation.current()
+    event = events.parse(event_type, payload)
+    correlation.bind(event.get("correlation_id") or caller)  # on its log lines and what it emits
+    try:
+        with service.store.transaction() as tx:
+            if not tx.first_time(event, name):
+                _duplicate(service, event)
+                return
+            method(service, tx, event)
+    except Exception as error:
+        if is_duplicate(error):  # a twin delivered at the same moment won
+            _duplicate(service, event, quiet=True)
+            return
+        raise
+    else:
+        _applied(service, event)
+    finally:
+        correlation.bind(caller)
+
+
+def _apply_batch(service, method, event_type, payloads):
+    """Every event of ``payloads`` in one transaction; the failures, one per
+    payload (None: applied, or applied before). If anything fails, the
+    events are applied again one by one, each in its own transaction, so
+    that only the one that fails is retried (and parked). A batch of one
+    raises, as a lone event always did."""
+    if len(payloads) == 1:
+        _apply(service, method, event_type, payloads[0])
+        return [None]
+    name, caller = method.__name__, correlation.current()
+    applied, seen = [], set()
+    try:
+        with service.store.transaction() as tx:
+            for payload in payloads:
+                event = events.parse(event_type, payload)
+                correlation.bind(event.get("correlation_id") or caller)  # on its log lines and what it emits
+                if event["event_id"] in seen or not tx.first_time(event, name):
+                    _duplicate(service, event)
+                    continue
+                seen.add(event["event_id"])
+                method(service, tx, event)
+                applied.append(event)
+    except Exception as error:
+        correlation.bind(caller)
+        log.info("batch of %d %s events rolled back (%s: %s); applying them one by one", len(payloads),
+                 event_type, type(error).__name__, error)
+        return [_failure(service, method, event_type, payload) for payload in payloads]
+    for event in applied:
+        correlation.bind(event.get("correlation_id") or caller)
+        _applied(service, event)
+    correlation.bind(caller)
+    return [None] * len(payloads)
+
+
+def _failure(service, method, event_type, payload):
+    try:
+        _apply(service, method, event_type, payload)
+    except Exception as error:
+        return error
+    return None
+
+
+def _duplicate(service, event, quiet=False):
+    if not quiet:
+        log.info("%s %s already applied", event["event_type"], event["event_id"])
+    EVENTS_HANDLED.labels(_service_name(service), event["event_type"], "duplicate").inc()
+
+
+def _applied(service, event):
+    EVENTS_HANDLED.labels(_service_name(service), event["event_type"], "applied").inc()
+    log.info("applied %s", event["event_type"], extra={
+        "event_id": event["event_id"], "reservation_id": event.get("reservation_id")})
