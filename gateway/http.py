@@ -1,8 +1,9 @@
 """The gateway's inbound adapter: Nameko's HTTP entrypoint, made into an API.
 
-``@api(method, path, roles=..., body=Schema, query=Schema, limit=...)``
-declares a route. Before the service method runs, the entrypoint has, in
-this order:
+``@api(method, path, roles=..., body=Schema, query=Schema, limit=...,
+response=Schema, errors=(404, ...))`` declares a route and what it answers
+(see ``api``; the OpenAPI document reads it). Before the service method
+runs, the entrypoint has, in this order:
 
 1. counted the request against its client address, and a sign-in or sign-up
    against the address's password checks (429, ``gateway.ratelimit``);
@@ -139,10 +140,24 @@ class Api(HttpRequestHandler):
         return json_response(payload, status)
 
 
-def api(method, url, **kwargs):
-    """Declare an HTTP route of the API (see the module's docstring)."""
+def api(method, url, response=None, media_type="application/json", errors=(), headers=(), **kwargs):
+    """Declare an HTTP route of the API (see the module's docstring).
+
+    What the route answers is declared with it, and the OpenAPI document
+    (``gateway.openapi``) reads nothing else: ``response``, the success's
+    body (a marshmallow schema, or a JSON schema of ``media_type``; none for
+    ``status=204``); ``errors``, the statuses its own work may answer (404,
+    409, 503...), beyond those the rest of the declaration brings (400 for
+    a body, query or path parameter; 401 and 403 for ``roles``; 413 and 415
+    for a body; 429 for a ``limit``); ``headers``, the request headers it
+    reads, as OpenAPI parameters."""
+    if (response is None) != (kwargs.get("status") == 204):
+        raise ValueError(f"{method} {url}: a response schema, unless (and only if) status=204")
+
     def decorator(fn):
-        ROUTES.append({"method": method, "url": url, "name": fn.__name__, "doc": fn.__doc__ or "", **kwargs})
+        ROUTES.append({"method": method, "url": url, "name": fn.__name__, "doc": fn.__doc__ or "",
+                       "response": response, "media_type": media_type, "errors": tuple(errors),
+                       "headers": tuple(headers), **kwargs})
         return Api.decorator(method, url, **kwargs)(fn)
 
     return decorator

@@ -50,6 +50,13 @@ MAX_STREAMS_PER_CUSTOMER = 8  # one more closes the oldest (a forgotten tab)
 QUEUE_SIZE = 64  # changes waiting for one slow stream; more are dropped (see publish)
 
 _CLOSED = object()
+# One event of the stream, as the OpenAPI document describes it (per event, as
+# OpenAPI 3.2's itemSchema does and as tools read ``schema`` on 3.0 and 3.1:
+# the HTML standard's fields; comments, such as the keep-alive, are no events).
+EVENT_SCHEMA = {"type": "object", "required": ["event", "data"], "properties": {
+    "event": {"type": "string", "enum": ["ready", "mypage_changed", "expired"]},
+    "data": {"type": "string", "description": "a JSON object: what the event says"},
+    "id": {"type": "string"}, "retry": {"type": "integer", "minimum": 0}}}
 
 
 class Subscription:

@@ -1,7 +1,10 @@
 """The OpenAPI 3 document, generated from the routes and their schemas.
 
 The same marshmallow classes that validate a request describe it here, so
-the description cannot drift from what the gateway accepts.
+the description cannot drift from what the gateway accepts; and what each
+route answers (its success's schema, its error statuses, the headers it
+reads) is declared on the route itself (``gateway.http.api``), so this
+module matches no route by name.
 """
 import re
 from functools import lru_cache
@@ -13,52 +16,11 @@ from gateway import schemas
 from gateway.bodies import FORM
 from gateway.http import ROUTES
 
-RESPONSES = {
-    # route name: (success schema, extra error statuses)
-    "issue_token": (schemas.Token, [401, 429]),
-    "logout": (None, [503]),
-    "jwks": (schemas.KeySet, []),
-    "register": (schemas.Account, [409]),
-    "get_account": (schemas.Profile, [404]),
-    "change_account": (schemas.Profile, [404]),
-    "notifications": (schemas.NoticePage, []),
-    "register_book": (schemas.Book, [409]),
-    "add_stock": (schemas.Book, [404]),
-    "list_books": (schemas.page_of(schemas.Book), []),
-    "get_book": (schemas.Book, [404]),
-    "reserve": (schemas.Reservation, [404, 409, 503]),
-    "get_reservation": (schemas.Reservation, [404]),
-    "cancel_reservation": (schemas.Reservation, [404, 409, 503]),
-    "renew_reservation": (schemas.Reservation, [404, 409]),
-    "return_book": (schemas.Reservation, [404, 409]),
-    "reservation_events": (schemas.EventLogStory, [404, 503]),
-    "list_deliveries": (schemas.page_of(schemas.Delivery), []),
-    "get_delivery": (schemas.Delivery, [404]),
-    "ship": (schemas.Delivery, [404, 409]),
-    "deliver": (schemas.Delivery, [404, 409]),
-    "my_page": (schemas.MyPage, []),
-    "mypage_events_ticket": (schemas.EventTicket, []),
-    "mypage_events": (None, [401]),
-    "live": (schemas.Health, []),
-    "ready": (schemas.Health, [503]),
-}
 ERROR_TEXT = {400: "Bad input; `details` names each field", 401: "No token, or a bad one",
               403: "Wrong role", 404: "Not found (also: someone else's reservation)",
               409: "Not allowed in the current state", 413: "Body too large",
               415: "The body is not application/json (UTF-8)",
               429: "Rate limited; see Retry-After", 503: "A needed service is unavailable; nothing changed"}
-# What a route without a schema in RESPONSES answers (route name: media type, extra error statuses).
-OTHER_CONTENT = {"web_app": ("text/html", []), "static": ("*/*", [404]),
-                 "mypage_events": ("text/event-stream", []),
-                 "openapi_document": ("application/json", []), "asyncapi_document": ("application/json", [404])}
-# One event of a text/event-stream answer (gateway/live.py sends these): the
-# stream is described per event, as OpenAPI 3.2's itemSchema does and as
-# tools read ``schema`` on 3.0 and 3.1 (the HTML standard's fields; comments,
-# such as the keep-alive, are no events).
-SSE_EVENT = {"type": "object", "required": ["event", "data"], "properties": {
-    "event": {"type": "string", "enum": ["ready", "mypage_changed", "expired"]},
-    "data": {"type": "string", "description": "a JSON object: what the event says"},
-    "id": {"type": "string"}, "retry": {"type": "integer", "minimum": 0}}}
 PARAM = re.compile(r"<(?:(\w+)(?:\(([^)]*)\))?:)?(\w+)>")
 
 
@@ -85,8 +47,8 @@ def _path_parameters(url):
 
 
 def _operation(route):
+    """One operation, from what its ``@api`` declares (gateway.http.api)."""
     name = route["name"]
-    success, extra_errors = RESPONSES.get(name, (None, []))
     status = str(route.get("status", 200))
     roles = route.get("roles")
     doc = " ".join(route["doc"].split())
@@ -100,29 +62,22 @@ def _operation(route):
     }
     if roles:
         operation["x-roles"] = sorted(roles)
-    if status == "204":
+    if route["response"] is None:
         operation["responses"][status] = {"description": "Done; no content"}
-    elif success is not None:
-        operation["responses"][status] = {"description": "OK", "content": {"application/json": {"schema": success}}}
-    elif name in OTHER_CONTENT:
-        media_type, other_errors = OTHER_CONTENT[name]
-        schema = {"application/json": {"type": "object"}, "text/event-stream": SSE_EVENT}.get(media_type, {"type": "string"})
-        operation["responses"][status] = {"description": "OK", "content": {media_type: {"schema": schema}}}
-        extra_errors = list(extra_errors) + other_errors
     else:
-        operation["responses"][status] = {"description": "OK"}
+        operation["responses"][status] = {"description": "OK",
+                                          "content": {route["media_type"]: {"schema": route["response"]}}}
     if route.get("query") is not None:
         operation["parameters"].append({"in": "query", "schema": route["query"]})
+    operation["parameters"] += route["headers"]
     if route.get("body") is not None:
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": route["body"]}}}
     if route.get("form") is not None:
         operation["requestBody"]["content"][FORM] = {"schema": {"oneOf": list(route["form"].values())}}
-    if name == "reserve":
-        operation["parameters"].append({
-            "name": "Idempotency-Key", "in": "header", "required": False,
-            "description": "Retrying with the same key returns the same reservation.",
-            "schema": {"type": "string", "minLength": 1, "maxLength": 128}})
-    errors = set(extra_errors)
+    errors = set(route["errors"])
+    unknown = errors - set(ERROR_TEXT)
+    if unknown:
+        raise ValueError(f"{name}: no error response {sorted(unknown)} is described")
     if route.get("body") is not None or route.get("query") is not None or operation["parameters"]:
         errors.add(400)
     if route.get("body") is not None:
@@ -132,8 +87,6 @@ def _operation(route):
     if roles:
         errors |= {401, 403}
         operation["security"] = [{"oauth2": []}, {"bearer": []}]
-    if success is not None and name not in ("live", "ready"):
-        errors |= {429, 503}
     for code in sorted(errors):
         operation["responses"][str(code)] = {"$ref": f"#/components/responses/E{code}"}
     if route.get("form") is not None:  # a form-encoded request's errors are RFC 6749's

@@ -275,6 +275,13 @@ class NewReservation(Request):
     address = address(metadata={"description": "where the book goes; by default the account's address"})
 
 
+# The header ``POST /reservations`` reads (an OpenAPI parameter): a retry with
+# the same key answers the same reservation.
+IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                   "description": "Retrying with the same key returns the same reservation.",
+                   "schema": {"type": "string", "minLength": 1, "maxLength": 128}}
+
+
 class Reservation(Schema):
     id = fields.String(required=True)
     book_id = fields.Integer(required=True)

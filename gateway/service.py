@@ -36,7 +36,7 @@ from gateway.domain import Account
 from gateway.cache import GatewayCaches
 from gateway.store import AccountStore
 from gateway.inline import inline_event_handler
-from gateway.live import LivePages, change, stream_response
+from gateway.live import EVENT_SCHEMA, LivePages, change, stream_response
 from gateway.errors import OAuthError, Unauthorized, json_response
 from gateway.http import api
 
@@ -46,6 +46,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 WEB_ROOT = os.path.join(HERE, "web")
 ASYNCAPI = os.path.join(os.path.dirname(HERE), "docs", "asyncapi.json")
 PRUNE_CHANCE = 0.01  # of a sign-in deleting the refresh tokens that expired a day ago
+JSON_OBJECT = {"type": "object"}  # a JSON document of its own standard (OpenAPI, AsyncAPI)
+TEXT = {"type": "string"}  # a file of the web app
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 
@@ -90,7 +92,8 @@ class GatewayService:
 
     # -- accounts and sessions ------------------------------------------
 
-    @api("POST", "/auth/token", body=schemas.Credentials, form=schemas.GRANTS, tag="auth", limit="login")
+    @api("POST", "/auth/token", body=schemas.Credentials, form=schemas.GRANTS, tag="auth", limit="login",
+         response=schemas.Token, errors=(401, 503))
     def issue_token(self, request, body, form, user):
         """Sign in, or refresh a session. The answer: an access token (a JWT
         signed with RS256, good for `expires_in` seconds) and a refresh token
@@ -108,7 +111,7 @@ class GatewayService:
                                  OAuthError("invalid_grant", "wrong username or password"))
         return self._refresh(form["refresh_token"], form["client_id"], user)
 
-    @api("POST", "/auth/logout", roles=set(auth.ROLES), status=204, tag="auth")
+    @api("POST", "/auth/logout", roles=set(auth.ROLES), status=204, tag="auth", errors=(503,))
     def logout(self, request, user):
         """Sign out: this access token and its session's refresh token are
         refused from now on, by every gateway replica within a second."""
@@ -121,7 +124,7 @@ class GatewayService:
         log.info("signed out", extra={"username": user["username"]})
         return Response(status=204, headers={"Cache-Control": "no-store"})
 
-    @api("GET", "/.well-known/jwks.json", tag="auth")
+    @api("GET", "/.well-known/jwks.json", tag="auth", response=schemas.KeySet, errors=(503,))
     def jwks(self, request):
         """The public keys that sign access tokens (a JWK Set, RFC 7517):
         verify a token with the key of its `kid`, algorithm RS256."""
@@ -174,7 +177,8 @@ class GatewayService:
     def _refresh_ttl(self):
         return int(self.config.get("REFRESH_TOKEN_TTL") or sessions.DEFAULT_TTL)
 
-    @api("POST", "/auth/register", body=schemas.Registration, status=201, tag="auth", limit="signup")
+    @api("POST", "/auth/register", body=schemas.Registration, status=201, tag="auth", limit="signup",
+         response=schemas.Account, errors=(409, 503))
     def register(self, request, body):
         """Sign up as a customer."""
         try:
@@ -189,13 +193,15 @@ class GatewayService:
         log.info("account created", extra={"username": account.username})
         return account.to_dict()
 
-    @api("GET", "/account", roles={"customer", "librarian", "courier"}, tag="auth")
+    @api("GET", "/account", roles={"customer", "librarian", "courier"}, tag="auth",
+         response=schemas.Profile, errors=(404, 503))
     def get_account(self, request, user):
         """Your account: username, role, email (where notices go) and address (where books go)."""
         with self.store.reading() as session:
             return self._account(session, user).profile()
 
-    @api("PATCH", "/account", roles={"customer", "librarian", "courier"}, body=schemas.ContactChange, tag="auth")
+    @api("PATCH", "/account", roles={"customer", "librarian", "courier"}, body=schemas.ContactChange, tag="auth",
+         response=schemas.Profile, errors=(404, 503))
     def change_account(self, request, user, body):
         """Change your email or address (what the body names; null clears it). A new
         address is where later reservations go; books already on their way keep theirs."""
@@ -207,18 +213,20 @@ class GatewayService:
 
     # -- books ----------------------------------------------------------
 
-    @api("POST", "/books", roles={"librarian"}, body=schemas.NewBook, status=201, tag="books")
+    @api("POST", "/books", roles={"librarian"}, body=schemas.NewBook, status=201, tag="books",
+         response=schemas.Book, errors=(409, 503))
     def register_book(self, request, user, body):
         """Register a title with its first copies in stock; ``isbn`` (ISBN-10 or
         -13) is kept as its 13 digits, and a second title with it is 409."""
         return self.product.register_book(body["isbn"], body["title"], body["author"], body["copies"])
 
-    @api("POST", "/books/<int(max=2147483647):book_id>/stock", roles={"librarian"}, body=schemas.Restock, tag="books")
+    @api("POST", "/books/<int(max=2147483647):book_id>/stock", roles={"librarian"}, body=schemas.Restock, tag="books",
+         response=schemas.Book, errors=(404, 503))
     def add_stock(self, request, user, book_id, body):
         """Stock more copies of a title; waiting reservations are served first."""
         return self.product.add_stock(book_id, body["quantity"], request_id=f"request:{uuid.uuid4()}")
 
-    @api("GET", "/books", query=schemas.BookQuery, tag="books")
+    @api("GET", "/books", query=schemas.BookQuery, tag="books", response=schemas.page_of(schemas.Book), errors=(503,))
     def list_books(self, request, query):
         """The catalogue, oldest title first; with ``q``, only the titles whose
         title, author or ISBN contains it, ignoring case."""
@@ -226,14 +234,15 @@ class GatewayService:
         return _page(self.product.list_books(after_id=int(query["cursor"] or 0), limit=query["limit"],
                                              query=search))
 
-    @api("GET", "/books/<int(max=2147483647):book_id>", tag="books")
+    @api("GET", "/books/<int(max=2147483647):book_id>", tag="books", response=schemas.Book, errors=(404, 503))
     def get_book(self, request, book_id):
         """One title and its stock."""
         return self.product.get_book(book_id)
 
     # -- reservations ---------------------------------------------------
 
-    @api("POST", "/reservations", roles={"customer"}, body=schemas.NewReservation, status=202, tag="reservations")
+    @api("POST", "/reservations", roles={"customer"}, body=schemas.NewReservation, status=202, tag="reservations",
+         response=schemas.Reservation, errors=(404, 409, 503), headers=[schemas.IDEMPOTENCY_KEY])
     def reserve(self, request, user, body):
         """Reserve a title. Accepted at once (202); a copy is allocated, or the
         reservation waitlisted, as the events flow. Honours ``Idempotency-Key``.
@@ -259,31 +268,35 @@ class GatewayService:
         return self.reservation.create(body["book_id"], user["username"], key or f"request:{uuid.uuid4()}",
                                        address=address)
 
-    @api("GET", "/reservations/<reservation_id>", roles={"customer", "librarian"}, tag="reservations")
+    @api("GET", "/reservations/<reservation_id>", roles={"customer", "librarian"}, tag="reservations",
+         response=schemas.Reservation, errors=(404, 503))
     def get_reservation(self, request, user, reservation_id):
         """One reservation (customers: only their own)."""
         return self.reservation.get(_reservation_id(reservation_id), _owner(user))
 
-    @api("POST", "/reservations/<reservation_id>/cancel", roles={"customer"}, tag="reservations")
+    @api("POST", "/reservations/<reservation_id>/cancel", roles={"customer"}, tag="reservations",
+         response=schemas.Reservation, errors=(404, 409, 503))
     def cancel_reservation(self, request, user, reservation_id):
         """Cancel, with its delivery, synchronously; 409 once delivered, 503
         (nothing changed) if the delivery service cannot be reached."""
         return self.reservation.cancel(_reservation_id(reservation_id), user["username"])
 
-    @api("POST", "/reservations/<reservation_id>/renew", roles={"customer"}, tag="reservations")
+    @api("POST", "/reservations/<reservation_id>/renew", roles={"customer"}, tag="reservations",
+         response=schemas.Reservation, errors=(404, 409, 503))
     def renew_reservation(self, request, user, reservation_id):
         """Renew a loan: ``due_at`` one loan period later. 409, saying why, when
         it is not delivered, is overdue, was renewed ``MAX_RENEWALS`` times, or
         another customer waits for the title (SPEC §8)."""
         return self.reservation.renew(_reservation_id(reservation_id), user["username"])
 
-    @api("POST", "/reservations/<reservation_id>/return", roles={"customer", "librarian"}, tag="reservations")
+    @api("POST", "/reservations/<reservation_id>/return", roles={"customer", "librarian"}, tag="reservations",
+         response=schemas.Reservation, errors=(404, 409, 503))
     def return_book(self, request, user, reservation_id):
         """Bring a delivered book back; its copy goes to the next in line."""
         return self.reservation.return_book(_reservation_id(reservation_id), _owner(user))
 
     @api("GET", "/reservations/<reservation_id>/events", roles={"librarian"}, query=schemas.EventLogPage,
-         tag="reservations")
+         tag="reservations", response=schemas.EventLogStory, errors=(404, 503))
     def reservation_events(self, request, user, reservation_id, query):
         """One reservation's story from the event log (SPEC §10): its events,
         from every service, in log order. The scan of the log is bounded: from
@@ -305,29 +318,34 @@ class GatewayService:
 
     # -- deliveries -----------------------------------------------------
 
-    @api("GET", "/deliveries", roles={"courier", "librarian"}, query=schemas.DeliveryPage, tag="deliveries")
+    @api("GET", "/deliveries", roles={"courier", "librarian"}, query=schemas.DeliveryPage, tag="deliveries",
+         response=schemas.page_of(schemas.Delivery), errors=(503,))
     def list_deliveries(self, request, user, query):
         """Deliveries, oldest first, filtered by ``status`` when given."""
         return _page(self.delivery.list(query["status"], int(query["cursor"] or 0), query["limit"]))
 
-    @api("GET", "/deliveries/<delivery_id>", roles={"courier", "librarian"}, tag="deliveries")
+    @api("GET", "/deliveries/<delivery_id>", roles={"courier", "librarian"}, tag="deliveries",
+         response=schemas.Delivery, errors=(404, 503))
     def get_delivery(self, request, user, delivery_id):
         """One delivery."""
         return self.delivery.get(_delivery_id(delivery_id))
 
-    @api("POST", "/deliveries/<delivery_id>/ship", roles={"courier"}, tag="deliveries")
+    @api("POST", "/deliveries/<delivery_id>/ship", roles={"courier"}, tag="deliveries",
+         response=schemas.Delivery, errors=(404, 409, 503))
     def ship(self, request, user, delivery_id):
         """The courier takes the book: preparing → shipped."""
         return self.delivery.ship(_delivery_id(delivery_id))
 
-    @api("POST", "/deliveries/<delivery_id>/deliver", roles={"courier"}, tag="deliveries")
+    @api("POST", "/deliveries/<delivery_id>/deliver", roles={"courier"}, tag="deliveries",
+         response=schemas.Delivery, errors=(404, 409, 503))
     def deliver(self, request, user, delivery_id):
         """The courier hands the book over: shipped → delivered."""
         return self.delivery.deliver(_delivery_id(delivery_id))
 
     # -- notices --------------------------------------------------------
 
-    @api("GET", "/notifications", roles={"customer"}, query=schemas.Page, tag="notifications")
+    @api("GET", "/notifications", roles={"customer"}, query=schemas.Page, tag="notifications",
+         response=schemas.NoticePage, errors=(503,))
     def notifications(self, request, user, query):
         """The notices sent to you, newest first: confirmed, shipped, delivered (with
         the due date), due soon, overdue, canceled by the library."""
@@ -336,7 +354,8 @@ class GatewayService:
 
     # -- mypage ---------------------------------------------------------
 
-    @api("GET", "/mypage", roles={"customer"}, query=schemas.MyPageQuery, tag="mypage")
+    @api("GET", "/mypage", roles={"customer"}, query=schemas.MyPageQuery, tag="mypage",
+         response=schemas.MyPage, errors=(503,))
     def my_page(self, request, user, query):
         """The signed-in customer's reservations, newest first, a page at a
         time, from the read model."""
@@ -357,14 +376,15 @@ class GatewayService:
 
     # -- live mypage (Server-Sent Events; see gateway/live.py) ---------
 
-    @api("POST", "/mypage/events/ticket", roles={"customer"}, tag="mypage")
+    @api("POST", "/mypage/events/ticket", roles={"customer"}, tag="mypage", response=schemas.EventTicket, errors=(503,))
     def mypage_events_ticket(self, request, user):
         """A ticket to open the live MyPage stream: valid for 30 seconds, once.
         EventSource cannot send a bearer token, and a token must not go into a
         URL; a ticket may."""
         return self.live_pages.issue_ticket(self.authority.tokens, user, user["exp"])
 
-    @api("GET", "/mypage/events", query=schemas.EventStreamQuery, tag="mypage")
+    @api("GET", "/mypage/events", query=schemas.EventStreamQuery, tag="mypage",
+         response=EVENT_SCHEMA, media_type="text/event-stream", errors=(401,))
     def mypage_events(self, request, query):
         """Live MyPage, as Server-Sent Events (text/event-stream): `ready` once
         connected, then `mypage_changed` {reservation_id, book_id, status,
@@ -382,12 +402,12 @@ class GatewayService:
 
     # -- operations -----------------------------------------------------
 
-    @api("GET", "/health/live", tag="health", limit="none")
+    @api("GET", "/health/live", tag="health", limit="none", response=schemas.Health)
     def live(self, request):
         """200 while the process is serving."""
         return {"status": "ok", "checks": {}}
 
-    @api("GET", "/health/ready", tag="health", limit="none")
+    @api("GET", "/health/ready", tag="health", limit="none", response=schemas.Health, errors=(503,))
     def ready(self, request):
         """200 when the broker and the database are reachable, else 503. The
         backends' own health is reported, and does not make this fail: a
@@ -402,22 +422,22 @@ class GatewayService:
         ok = checks["broker"]["status"] == "ok" and checks["database"]["status"] == "ok"
         return (200 if ok else 503), {"status": "ok" if ok else "unavailable", "checks": checks}
 
-    @api("GET", "/openapi.json", tag="docs")
+    @api("GET", "/openapi.json", tag="docs", response=JSON_OBJECT)
     def openapi_document(self, request):
         """This API, described in OpenAPI 3."""
         return openapi.document()
 
-    @api("GET", "/asyncapi.json", tag="docs")
+    @api("GET", "/asyncapi.json", tag="docs", response=JSON_OBJECT, errors=(404,))
     def asyncapi_document(self, request):
         """The events between the services, described in AsyncAPI."""
         return _file_response(ASYNCAPI, "application/json")
 
-    @api("GET", "/", tag="web")
+    @api("GET", "/", tag="web", response=TEXT, media_type="text/html")
     def web_app(self, request):
         """The web app for customers, librarians and couriers."""
         return _file_response(os.path.join(WEB_ROOT, "index.html"), "text/html")
 
-    @api("GET", "/static/<path:path>", tag="web")
+    @api("GET", "/static/<path:path>", tag="web", response=TEXT, media_type="*/*", errors=(404,))
     def static(self, request, path):
         """The web app's assets."""
         full = safe_join(os.path.join(WEB_ROOT, "static"), path)

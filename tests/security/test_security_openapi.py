@@ -6,7 +6,7 @@ from openapi_spec_validator import validate
 
 import gateway.service  # noqa: F401  (declares the routes)
 from gateway import openapi
-from gateway.http import ROUTES
+from gateway.http import ROUTES, api
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +118,18 @@ def test_every_parameter_is_typed_and_bounded(document):
                     assert "minimum" in schema and "maximum" in schema, (path, parameter)
                 elif parameter["in"] != "path" or parameter["name"] != "path":
                     assert {"maxLength", "pattern", "enum"} & set(schema), (path, parameter)
+
+
+def test_a_route_declares_what_it_answers():
+    """What the document says of a route comes from its ``@api`` (issue #15):
+    none is described by a guess from its name."""
+    with pytest.raises(ValueError, match="response schema"):
+        api("GET", "/nothing-declared")
+    with pytest.raises(ValueError, match="response schema"):
+        api("POST", "/no-content", status=204, response=openapi.schemas.Health)
+    route = {"method": "GET", "url": "/x", "name": "x", "doc": "X.", "response": openapi.schemas.Health,
+             "media_type": "application/json", "errors": (418,), "headers": ()}
+    with pytest.raises(ValueError, match="418"):
+        openapi._operation(route)
+    for route in ROUTES:
+        assert route["response"] is not None or route.get("status") == 204, route["name"]
