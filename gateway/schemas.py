@@ -14,7 +14,7 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 
 from common import eventlog
 from common import isbn as isbns
-from common.lifecycle import DELIVERY_STATUSES, RESERVATION_STATUSES
+from common.lifecycle import DELIVERY_STATUSES, NOTICE_KINDS, RESERVATION_STATUSES
 from gateway.auth import MIN_DISTINCT, MIN_PASSWORD, NEW_PASSWORD_PATTERN
 
 PRINTABLE = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="control characters are not allowed")
@@ -336,9 +336,6 @@ class MyPage(Schema):
 
 
 # -- notices ----------------------------------------------------------------
-
-NOTICE_KINDS = ["confirmed", "shipped", "delivered", "due_soon", "overdue", "canceled"]
-
 
 class Notice(Schema):
     id = fields.String(required=True)

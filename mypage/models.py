@@ -2,6 +2,7 @@
 from sqlalchemy import JSON, Boolean, Column, Index, Integer, String, Table, and_, false, func, or_, select
 
 from common.store import declare_base
+from common.titles import Titles
 from mypage.domain import WAITLISTED, ReservationView
 
 Base = declare_base()
@@ -21,11 +22,10 @@ views = Table(
     # A title's line: its waitlisted views in the order they are served (mypage.domain).
     Index("ix_reservation_views_line", "book_id", "status", "created_at", "reservation_id"),
 )
-titles = Table(
-    "titles", Base.metadata,
-    Column("book_id", Integer, primary_key=True),
-    Column("title", String(300), nullable=False),
-)
+_titles = Titles(Base.metadata)
+titles = _titles.table
+title_of = _titles.title_of
+save_title = _titles.save
 Base.registry.map_imperatively(ReservationView, views)
 
 
@@ -45,15 +45,6 @@ def for_customer(session, customer, limit, before=None):
         query = query.where(or_(created_at < at, and_(created_at == at, ReservationView.reservation_id < reservation_id)))
     return session.execute(query.order_by(created_at.desc(), ReservationView.reservation_id.desc())
                            .limit(limit)).all()
-
-
-def title_of(session, book_id):
-    return session.scalar(select(titles.c.title).where(titles.c.book_id == book_id))
-
-
-def save_title(session, book_id, title):
-    if title_of(session, book_id) is None:
-        session.execute(titles.insert().values(book_id=book_id, title=title))
 
 
 def _line(view):

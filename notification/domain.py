@@ -17,13 +17,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-CONFIRMED = "confirmed"
-SHIPPED = "shipped"
-DELIVERED = "delivered"
-DUE_SOON = "due_soon"
-OVERDUE = "overdue"
-CANCELED = "canceled"
-KINDS = (CONFIRMED, SHIPPED, DELIVERED, DUE_SOON, OVERDUE, CANCELED)
+from common.lifecycle import CANCELED, CONFIRMED, DELIVERED, DUE_SOON, OVERDUE, SHIPPED
+from common.lifecycle import NOTICE_KINDS as KINDS
 
 # The event that causes each kind of notice (due_soon comes from the timer).
 EVENT_KINDS = {

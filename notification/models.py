@@ -2,6 +2,7 @@
 from sqlalchemy import Boolean, Column, Float, Integer, String, Table, Text, and_, func, or_, select, update
 
 from common.store import declare_base
+from common.titles import Titles
 from notification.domain import Customer, Loan, Notice
 
 Base = declare_base()
@@ -49,25 +50,15 @@ customers = Table(
     Column("email", String(254), nullable=True),
     Column("updated_at", String(40), nullable=True),
 )
-titles = Table(
-    "titles", Base.metadata,
-    Column("book_id", Integer, primary_key=True),
-    Column("title", String(300), nullable=False),
-)
+_titles = Titles(Base.metadata)
+titles = _titles.table
+title_of = _titles.title_of
+save_title = _titles.save
 Base.registry.map_imperatively(Notice, notices)
 Base.registry.map_imperatively(Loan, loans)
 Base.registry.map_imperatively(Customer, customers)
 
 PENDING, SENT, REFUSED = "pending", "sent", "refused"
-
-
-def title_of(session, book_id):
-    return session.scalar(select(titles.c.title).where(titles.c.book_id == book_id))
-
-
-def save_title(session, book_id, title):
-    if title_of(session, book_id) is None:
-        session.execute(titles.insert().values(book_id=book_id, title=title))
 
 
 def customer(session, username):
