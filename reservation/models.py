@@ -1,9 +1,15 @@
-"""How reservations are stored: the domain class mapped onto a table."""
+"""How reservations are stored: the domain classes mapped onto tables, and
+the repository the service goes through (``Reservations``): the service never
+holds a session. Each write transaction of ``ReservationStore`` carries one
+(``tx.reservations``), and ``store.reservations()`` is a read through one;
+tests/unit/test_reservation_cancel.py puts an in-memory fake in its place."""
+from contextlib import contextmanager
+
 from sqlalchemy import (
     Boolean, Column, Float, Index, Integer, String, Table, UniqueConstraint, false, func, or_, select, text, true,
 )
 
-from common.store import declare_base, for_update
+from common.store import Store, declare_base, for_update
 from reservation.domain import DELIVERED, LIVE, WAITLISTED, CancelIntent, Holdings, Reservation
 
 Base = declare_base()
@@ -43,96 +49,119 @@ cancel_intents = Table(
 Base.registry.map_imperatively(CancelIntent, cancel_intents)
 
 
-def find(session, reservation_id):
-    """The reservation; in a write transaction its row stays locked until the
-    commit (PostgreSQL: replicas changing one reservation take turns)."""
-    return session.get(Reservation, reservation_id, with_for_update=for_update(session) or None)
+class Reservations:
+    """The reservation service's port to its storage, over one session."""
 
+    def __init__(self, session):
+        self.session = session
 
-def holdings(session, customer, book_id, now, rules):
-    """The customer's ``Holdings`` as the lending rules in force need them:
-    at most three indexed queries, and none the rules do not ask for."""
-    mine = select(Reservation.id).where(Reservation.customer == customer)
-    overdue = session.scalar(mine.where(
-        Reservation.status == DELIVERED, or_(Reservation.overdue == true(), Reservation.due_at <= now)).limit(1))
-    live = mine.where(Reservation.status.in_(LIVE))
-    count = session.scalar(select(func.count()).select_from(live.subquery())) if rules.counts_live else 0
-    title = rules.checks_title and session.scalar(live.where(Reservation.book_id == book_id).limit(1)) is not None
-    return Holdings(overdue, count, title)
+    def get(self, reservation_id):
+        """The reservation; in a write transaction its row stays locked until the
+        commit (PostgreSQL: replicas changing one reservation take turns)."""
+        return self.session.get(Reservation, reservation_id, with_for_update=for_update(self.session) or None)
 
+    def add(self, reservation):
+        self.session.add(reservation)
 
-def serialize_customer(session, customer):
-    """Make this transaction the only one creating a reservation for
-    ``customer`` until it ends, so that the lending limits are checked and
-    the reservation written as one step even when one customer sends many
-    requests at once. SQLite has one writer at a time (BEGIN IMMEDIATE,
-    common.store) already; on PostgreSQL a transaction-scoped advisory lock
-    on the customer's name does it (held until commit or rollback), whatever
-    the other writers of the service do meanwhile."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
-                        {"key": f"reservation-customer:{customer}"})
+    def by_idempotency_key(self, customer, key):
+        return self.session.scalars(
+            select(Reservation).where(Reservation.customer == customer, Reservation.idempotency_key == key)
+        ).first()
 
+    def holdings(self, customer, book_id, now, rules):
+        """The customer's ``Holdings`` as the lending rules in force need them:
+        at most three indexed queries, and none the rules do not ask for."""
+        mine = select(Reservation.id).where(Reservation.customer == customer)
+        overdue = self.session.scalar(mine.where(
+            Reservation.status == DELIVERED, or_(Reservation.overdue == true(), Reservation.due_at <= now)).limit(1))
+        live = mine.where(Reservation.status.in_(LIVE))
+        count = self.session.scalar(select(func.count()).select_from(live.subquery())) if rules.counts_live else 0
+        title = rules.checks_title and self.session.scalar(
+            live.where(Reservation.book_id == book_id).limit(1)) is not None
+        return Holdings(overdue, count, title)
 
-def someone_waits(session, book_id, customer):
-    """Does another customer wait for ``book_id``? Reservation knows it from
-    its own reservations: one is ``waitlisted`` from product's
-    ``waitlist_joined`` until a copy is allocated to it (``copy_allocated``)
-    or it is canceled, which is exactly "waiting for the title"."""
-    return session.scalar(
-        select(Reservation.id).where(Reservation.book_id == book_id, Reservation.status == WAITLISTED,
-                                     Reservation.customer != customer).limit(1)) is not None
+    def serialize_customer(self, customer):
+        """Make this transaction the only one creating a reservation for
+        ``customer`` until it ends, so that the lending limits are checked and
+        the reservation written as one step even when one customer sends many
+        requests at once. SQLite has one writer at a time (BEGIN IMMEDIATE,
+        common.store) already; on PostgreSQL a transaction-scoped advisory lock
+        on the customer's name does it (held until commit or rollback), whatever
+        the other writers of the service do meanwhile."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                                 {"key": f"reservation-customer:{customer}"})
 
+    def someone_waits(self, book_id, customer):
+        """Does another customer wait for ``book_id``? Reservation knows it from
+        its own reservations: one is ``waitlisted`` from product's
+        ``waitlist_joined`` until a copy is allocated to it (``copy_allocated``)
+        or it is canceled, which is exactly "waiting for the title"."""
+        return self.session.scalar(
+            select(Reservation.id).where(Reservation.book_id == book_id, Reservation.status == WAITLISTED,
+                                         Reservation.customer != customer).limit(1)) is not None
 
-def loans_due(session, now, limit):
-    """The ids of the delivered loans due by ``now`` and not yet marked overdue."""
-    return session.scalars(
-        select(Reservation.id).where(Reservation.status == DELIVERED, Reservation.overdue == false(),
-                                     Reservation.due_at <= now).order_by(Reservation.due_at).limit(limit)).all()
+    def loans_due(self, now, limit):
+        """The ids of the delivered loans due by ``now`` and not yet marked overdue."""
+        return self.session.scalars(
+            select(Reservation.id).where(Reservation.status == DELIVERED, Reservation.overdue == false(),
+                                         Reservation.due_at <= now).order_by(Reservation.due_at).limit(limit)).all()
 
+    def mark_overdue(self, reservation_id, now):
+        """Mark one loan overdue if it still is due and not marked: True for the
+        one transaction that does it (a conditional UPDATE: of several replicas
+        checking at the same moment, only one sees its row change)."""
+        changed = self.session.execute(
+            reservations.update()
+            .where(reservations.c.id == reservation_id, reservations.c.status == DELIVERED,
+                   reservations.c.overdue == false(), reservations.c.due_at <= now)
+            .values(overdue=True, updated_at=now))
+        return changed.rowcount == 1
 
-def mark_overdue(session, reservation_id, now):
-    """Mark one loan overdue if it still is due and not marked: True for the
-    one transaction that does it (a conditional UPDATE: of several replicas
-    checking at the same moment, only one sees its row change)."""
-    changed = session.execute(
-        reservations.update()
-        .where(reservations.c.id == reservation_id, reservations.c.status == DELIVERED,
-               reservations.c.overdue == false(), reservations.c.due_at <= now)
-        .values(overdue=True, updated_at=now))
-    return changed.rowcount == 1
+    # -- the cancels in flight ------------------------------------------
 
+    def record_cancel_intent(self, intent):
+        """Add ``intent``, or renew the one already in flight for that reservation."""
+        current = self.session.get(CancelIntent, intent.reservation_id)
+        if current is None:
+            self.session.add(intent)
+            return intent
+        current.renew(intent)
+        return current
 
-def find_by_idempotency_key(session, customer, key):
-    return session.scalars(
-        select(Reservation).where(Reservation.customer == customer, Reservation.idempotency_key == key)
-    ).first()
+    def cancel_intent(self, reservation_id):
+        return self.session.get(CancelIntent, reservation_id)
 
-
-def record_cancel_intent(session, intent):
-    """Add ``intent``, or renew the one already in flight for that reservation."""
-    current = session.get(CancelIntent, intent.reservation_id)
-    if current is None:
-        session.add(intent)
+    def forget_cancel_intent(self, reservation_id):
+        """Delete the reservation's intent; the one deleted, or None."""
+        intent = self.session.get(CancelIntent, reservation_id)
+        if intent is not None:
+            self.session.delete(intent)
         return intent
-    current.renew(intent)
-    return current
+
+    def expired_cancel_intents(self, now, limit):
+        """The intents whose requests have all given up (oldest deadline first)."""
+        return self.session.scalars(
+            select(CancelIntent).where(CancelIntent.expires_at < now).order_by(CancelIntent.expires_at).limit(limit)
+        ).all()
 
 
-def find_cancel_intent(session, reservation_id):
-    return session.get(CancelIntent, reservation_id)
+class ReservationStore(Store):
+    """The service's ``Store``: its write transactions carry the repository
+    (``tx.reservations``); ``reservations()`` reads through one."""
 
+    @contextmanager
+    def transaction(self, deadline=None):
+        with super().transaction(deadline) as tx:
+            tx.reservations = Reservations(tx.session)
+            yield tx
 
-def forget_cancel_intent(session, reservation_id):
-    """Delete the reservation's intent; the one deleted, or None."""
-    intent = session.get(CancelIntent, reservation_id)
-    if intent is not None:
-        session.delete(intent)
-    return intent
+    @contextmanager
+    def reservations(self):
+        with self.reading() as session:
+            yield Reservations(session)
 
-
-def expired_cancel_intents(session, now, limit):
-    """The intents whose requests have all given up (oldest deadline first)."""
-    return session.scalars(
-        select(CancelIntent).where(CancelIntent.expires_at < now).order_by(CancelIntent.expires_at).limit(limit)
-    ).all()
+    def get_dependency(self, worker_ctx):
+        handle = super().get_dependency(worker_ctx)
+        handle.reservations = self.reservations
+        return handle

@@ -23,7 +23,6 @@ from common.handlers import handles
 from common.outbox import emit_all
 from common.rpc import ServiceRpc, rpc
 from common.service import ServiceBase
-from common.store import Store
 from common.timers import every
 from reservation import models
 from reservation.domain import CANCELED, COMPLETE, DROP, WAIT, LendingRules, Reservation
@@ -37,7 +36,7 @@ OVERDUE_BATCH = 500  # loans marked overdue per transaction of the overdue check
 class ReservationService(ServiceBase):
     name = "reservation"
 
-    store = Store(models.Base)
+    store = models.ReservationStore(models.Base)
     delivery = ServiceRpc("delivery", timeout_key="CANCEL_TIMEOUT", default=2.0, breaker=True)
     config = Config()
 
@@ -50,44 +49,44 @@ class ReservationService(ServiceBase):
         """Reserve, if the lending rules (SPEC §8) allow it; ``NotAllowed``
         (409) says which one does not. The rules are checked and the
         reservation written in one transaction that holds the customer's
-        turn (``models.serialize_customer``), so twenty requests of one
+        turn (``Reservations.serialize_customer``), so twenty requests of one
         customer at once cannot all pass a check made before any is written.
         A replay of an idempotent request answers what it answered first."""
-        with self.store.reading() as session:
+        with self.store.reservations() as reservations:
             if idempotency_key:
-                existing = models.find_by_idempotency_key(session, customer, idempotency_key)
+                existing = reservations.by_idempotency_key(customer, idempotency_key)
                 if existing is not None:
                     return self._replay(existing, book_id)
         rules = self.rules
         try:
             with self.store.transaction() as tx:
-                models.serialize_customer(tx.session, customer)
+                tx.reservations.serialize_customer(customer)
                 now = now_iso()
                 if idempotency_key:  # the same key, sent twice at the same moment: the first one's answer
-                    existing = models.find_by_idempotency_key(tx.session, customer, idempotency_key)
+                    existing = tx.reservations.by_idempotency_key(customer, idempotency_key)
                     if existing is not None:
                         return self._replay(existing, book_id)
                 try:
-                    rules.check_reserve(models.holdings(tx.session, customer, book_id, now, rules))
+                    rules.check_reserve(tx.reservations.holdings(customer, book_id, now, rules))
                 except NotAllowed as refused:
                     log.info("reservation refused: %s", refused.message,
                              extra={"book_id": book_id, "rule": refused.details.get("rule")})
                     raise
                 reservation, caused = Reservation.request(
                     str(uuid.uuid4()), book_id, customer, now, idempotency_key, address)
-                tx.session.add(reservation)
+                tx.reservations.add(reservation)
                 emit_all(tx, caused)
                 created = reservation.to_dict()
         except IntegrityError:  # the same key, sent twice at the same moment
-            with self.store.reading() as session:
-                return self._replay(models.find_by_idempotency_key(session, customer, idempotency_key), book_id)
+            with self.store.reservations() as reservations:
+                return self._replay(reservations.by_idempotency_key(customer, idempotency_key), book_id)
         log.info("reservation requested", extra={"reservation_id": created["id"], "book_id": book_id})
         return created
 
     @rpc
     def get(self, reservation_id, customer=None):
-        with self.store.reading() as session:
-            return self._owned(session, reservation_id, customer).to_dict()
+        with self.store.reservations() as reservations:
+            return self._owned(reservations, reservation_id, customer).to_dict()
 
     @rpc
     def cancel(self, reservation_id, customer=None):
@@ -106,11 +105,11 @@ class ReservationService(ServiceBase):
         so an allocation cannot land between that decision and the cancel
         of a reservation that was not confirmed yet."""
         with self.store.transaction() as tx:
-            reservation = self._owned(tx.session, reservation_id, customer)
+            reservation = self._owned(tx.reservations, reservation_id, customer)
             ask_delivery = reservation.may_have_delivery
             if ask_delivery:
                 expires_at = time.time() + self.delivery.timeout
-                models.record_cancel_intent(tx.session, reservation.intend_cancel(correlation.current(), expires_at))
+                tx.reservations.record_cancel_intent(reservation.intend_cancel(correlation.current(), expires_at))
             else:
                 caused = self._cancel(tx, reservation)
         if ask_delivery:
@@ -119,15 +118,15 @@ class ReservationService(ServiceBase):
             except Unavailable:
                 # delivery's answer is lost, but delivery_canceled (committed
                 # before it answers) may have canceled the reservation meanwhile.
-                with self.store.reading() as session:
-                    now = self._owned(session, reservation_id, customer).to_dict()
+                with self.store.reservations() as reservations:
+                    now = self._owned(reservations, reservation_id, customer).to_dict()
                 if now["status"] != CANCELED:
                     raise
                 log.info("reservation canceled: delivery's answer lost, its delivery_canceled arrived",
                          extra={"reservation_id": reservation_id})
                 return now
             with self.store.transaction() as tx:
-                reservation = self._owned(tx.session, reservation_id, customer)
+                reservation = self._owned(tx.reservations, reservation_id, customer)
                 caused = self._cancel(tx, reservation)
         if caused:
             log.info("reservation canceled", extra={"reservation_id": reservation_id, "completed_by": "request"})
@@ -138,7 +137,7 @@ class ReservationService(ServiceBase):
     def _cancel(self, tx, reservation):
         caused = reservation.cancel(now_iso())
         emit_all(tx, caused)
-        models.forget_cancel_intent(tx.session, reservation.id)
+        tx.reservations.forget_cancel_intent(reservation.id)
         return caused
 
     def _cancel_delivery(self, reservation, expires_at):
@@ -162,14 +161,14 @@ class ReservationService(ServiceBase):
     def _forget_intent(self, reservation_id):
         try:
             with self.store.transaction() as tx:
-                models.forget_cancel_intent(tx.session, reservation_id)
+                tx.reservations.forget_cancel_intent(reservation_id)
         except Unavailable:
             pass  # our caller gave up first; the recovery drops it
 
     @rpc
     def return_book(self, reservation_id, customer=None):
         with self.store.transaction() as tx:
-            reservation = self._owned(tx.session, reservation_id, customer)
+            reservation = self._owned(tx.reservations, reservation_id, customer)
             emit_all(tx, reservation.return_book(now_iso()))
             return reservation.to_dict()
 
@@ -178,8 +177,8 @@ class ReservationService(ServiceBase):
         """Renew a loan: ``due_at`` one loan period later; ``NotAllowed``
         (409) says why not (SPEC §8)."""
         with self.store.transaction() as tx:
-            reservation = self._owned(tx.session, reservation_id, customer)
-            waits = models.someone_waits(tx.session, reservation.book_id, reservation.customer)
+            reservation = self._owned(tx.reservations, reservation_id, customer)
+            waits = tx.reservations.someone_waits(reservation.book_id, reservation.customer)
             emit_all(tx, reservation.renew(now_iso(), self.rules, waits))
             renewed = reservation.to_dict()
         log.info("loan renewed", extra={"reservation_id": reservation_id, "due_at": renewed["due_at"],
@@ -217,14 +216,14 @@ class ReservationService(ServiceBase):
         finishes a cancel whose request died, or gave up waiting, after
         delivery had canceled (and is a no-op after a cancel that finished)."""
         faults.point("reservation.delivery-canceled.before-apply")
-        reservation = models.find(tx.session, event["reservation_id"])
+        reservation = tx.reservations.get(event["reservation_id"])
         if reservation is None:
             log.warning("delivery_canceled for an unknown reservation",
                         extra={"reservation_id": event["reservation_id"]})
             return
         caused = reservation.delivery_canceled(now_iso())
         emit_all(tx, caused)
-        intent = models.forget_cancel_intent(tx.session, reservation.id)
+        intent = tx.reservations.forget_cancel_intent(reservation.id)
         if caused:
             # in flight: the request is still waiting and would have done it too.
             log.info("cancel completed on delivery_canceled", extra={
@@ -242,9 +241,9 @@ class ReservationService(ServiceBase):
         act on them (``CancelIntent.outcome``). Delivery is asked outside the
         circuit breaker: this is a read, and must not use up the trial call
         a customer's cancel needs."""
-        with self.store.reading() as session:
+        with self.store.reservations() as reservations:
             due = [intent.reservation_id
-                   for intent in models.expired_cancel_intents(session, time.time(), RECOVERY_BATCH)]
+                   for intent in reservations.expired_cancel_intents(time.time(), RECOVERY_BATCH)]
         if not due:
             return
         try:
@@ -261,14 +260,14 @@ class ReservationService(ServiceBase):
                  extra={"completed": settled[COMPLETE], "dropped": settled[DROP], "waiting": settled[WAIT]})
 
     def _settle(self, tx, reservation_id, delivery_status):
-        reservation = models.find(tx.session, reservation_id)  # locked first, as the cancel does
-        intent = models.find_cancel_intent(tx.session, reservation_id)
+        reservation = tx.reservations.get(reservation_id)  # locked first, as the cancel does
+        intent = tx.reservations.cancel_intent(reservation_id)
         if intent is None:
             return None  # finished meanwhile
         outcome = intent.outcome(delivery_status, time.time())
         if outcome == WAIT:  # a new request renewed it meanwhile
             return outcome
-        tx.session.delete(intent)
+        tx.reservations.forget_cancel_intent(reservation_id)
         if outcome == DROP:
             log.info("cancel intent dropped: delivery did not cancel", extra={
                 "reservation_id": reservation_id, "delivery_status": delivery_status})
@@ -290,23 +289,23 @@ class ReservationService(ServiceBase):
         ``OVERDUE_CHECK_SECONDS``).
 
         Every replica runs this timer. Each loan is marked by a conditional
-        UPDATE (``... WHERE overdue = false``, ``models.mark_overdue``) in the
+        UPDATE (``... WHERE overdue = false``, ``Reservations.mark_overdue``) in the
         transaction that writes its event to the outbox: when two replicas
         check at the same moment, only the one whose UPDATE changed the row
         emits, and the outbox publishes what was committed, so the event is
         neither lost nor published twice. A return (``overdue`` false again,
         status ``returned``) takes the loan out of the check."""
         now = now_iso()
-        with self.store.reading() as session:
-            due = models.loans_due(session, now, OVERDUE_BATCH)
+        with self.store.reservations() as reservations:
+            due = reservations.loans_due(now, OVERDUE_BATCH)
         if not due:
             return
         marked = 0
         with self.store.transaction() as tx:
             for reservation_id in due:
-                if not models.mark_overdue(tx.session, reservation_id, now):
+                if not tx.reservations.mark_overdue(reservation_id, now):
                     continue  # returned meanwhile, or another replica was first
-                reservation = models.find(tx.session, reservation_id)
+                reservation = tx.reservations.get(reservation_id)
                 tx.emit("loan_overdue", **reservation.event_fields("loan_overdue"))
                 marked += 1
                 log.info("loan overdue", extra={"reservation_id": reservation_id, "due_at": reservation.due_at})
@@ -315,7 +314,7 @@ class ReservationService(ServiceBase):
     # -- helpers --------------------------------------------------------
 
     def _apply(self, tx, event, step):
-        reservation = models.find(tx.session, event["reservation_id"])
+        reservation = tx.reservations.get(event["reservation_id"])
         if reservation is None:
             log.warning("%s for an unknown reservation", event["event_type"],
                         extra={"reservation_id": event["reservation_id"]})
@@ -323,8 +322,8 @@ class ReservationService(ServiceBase):
         emit_all(tx, step(reservation, now_iso()))
 
     @staticmethod
-    def _owned(session, reservation_id, customer):
-        reservation = models.find(session, reservation_id)
+    def _owned(reservations, reservation_id, customer):
+        reservation = reservations.get(reservation_id)
         # Someone else's reservation does not exist, as far as you can tell.
         if reservation is None or (customer is not None and reservation.customer != customer):
             raise NotFound("no such reservation", reservation_id=reservation_id)

@@ -3,10 +3,10 @@
 - the lending limits hold when one customer sends twenty reservations at
   once: each ``create`` checks the customer's live reservations and writes
   the new one while it holds the customer's advisory lock
-  (``reservation.models.serialize_customer``);
+  (``reservation.models.Reservations.serialize_customer``);
 - a loan past due is marked overdue, and ``loan_overdue`` emitted, once,
   whichever replicas' overdue checks run at the same moment (a conditional
-  UPDATE, ``reservation.models.mark_overdue``).
+  UPDATE, ``Reservations.mark_overdue``).
 
 The service-wide turn of ``Store.transaction`` is switched off here, so what
 is tested is the lock and the conditional UPDATE alone."""
@@ -16,7 +16,6 @@ from nameko.testing.services import worker_factory
 from sqlalchemy import select
 
 from common.errors import NotAllowed
-from common.store import Store
 from reservation import models
 from reservation.domain import Reservation
 from reservation.service import ReservationService
@@ -29,7 +28,7 @@ REQUESTS = 20
 @pytest.fixture
 def replicas(pg_database):
     uri = pg_database("reservation")
-    stores = [set_up(Store(models.Base), ReservationService, uri) for _ in range(REPLICAS)]
+    stores = [set_up(models.ReservationStore(models.Base), ReservationService, uri) for _ in range(REPLICAS)]
     for store in stores:
         store.serial_key = None  # no service-wide turn: only the customer's lock
     yield stores
@@ -74,5 +73,5 @@ def test_replicas_checking_at_the_same_moment_mark_a_loan_overdue_once(replicas)
 
     sent = [event for store in replicas for event in store.publisher.sent if event["event_type"] == "loan_overdue"]
     assert sorted(event["reservation_id"] for event in sent) == [f"r-{n}" for n in range(10)]
-    with replicas[0].reading() as session:
-        assert len(models.loans_due(session, "2025-01-01T00:00:00.000000+00:00", 100)) == 0
+    with replicas[0].reservations() as reservations:
+        assert len(reservations.loans_due("2025-01-01T00:00:00.000000+00:00", 100)) == 0

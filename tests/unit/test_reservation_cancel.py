@@ -8,6 +8,7 @@ whose failures, the test scripts. Every interleaving the service must survive
 is played here step by step; tests/faults plays them on real processes.
 """
 import contextlib
+import types
 
 import pytest
 from nameko.testing.services import worker_factory
@@ -18,7 +19,7 @@ from sqlalchemy.pool import StaticPool
 import common.faults
 import reservation.service as service_module
 from common import correlation, events
-from common.errors import NotAllowed, Unavailable
+from common.errors import NotAllowed, NotFound, Unavailable
 from reservation import models
 from reservation.domain import (
     CANCELED, COMMIT_GRACE, COMPLETE, CONFIRMED, DELIVERED, DROP, REQUESTED, RETURNED, SHIPPED, WAIT,
@@ -116,6 +117,7 @@ def test_an_intent_has_expired_once_its_deadline_has_passed():
 class FakeTx:
     def __init__(self, session, store):
         self.session = session
+        self.reservations = models.Reservations(session)
         self.emitted = []
         self._store = store
         self._applied = set()
@@ -132,8 +134,8 @@ class FakeTx:
 
 
 class FakeStore:
-    """The Store's service-facing shape (``transaction()`` -> ``tx.session``,
-    ``tx.emit``, ``tx.first_time``; ``reading()``) over an in-memory SQLite
+    """The ReservationStore's service-facing shape (``transaction()`` ->
+    ``tx.reservations``, ``tx.emit``, ``tx.first_time``; ``reservations()``) over an in-memory SQLite
     database. ``outbox`` holds what committed transactions emitted."""
 
     def __init__(self):
@@ -160,10 +162,10 @@ class FakeStore:
         self.applied |= tx._applied
 
     @contextlib.contextmanager
-    def reading(self):
+    def reservations(self):
         session = self.ReadSession()
         try:
-            yield session
+            yield models.Reservations(session)
         finally:
             session.rollback()  # as the real one: what was read is expired, detached
             session.close()
@@ -174,7 +176,7 @@ class FakeStore:
 
     def status(self, reservation_id):
         with self.Session() as session:
-            return models.find(session, reservation_id).status
+            return models.Reservations(session).get(reservation_id).status
 
     def intents(self):
         with self.Session() as session:
@@ -437,8 +439,8 @@ def test_the_recovery_leaves_an_intent_a_new_request_renewed(service, store, del
     with pytest.raises(Unavailable):
         service.cancel("r-1", "alice")
     clock.now += delivery.timeout + COMMIT_GRACE + 1
-    with store.reading() as session:  # what the recovery read; then a customer retries
-        due = [i.reservation_id for i in models.expired_cancel_intents(session, clock.now, 10)]
+    with store.reservations() as reservations:  # what the recovery read; then a customer retries
+        due = [i.reservation_id for i in reservations.expired_cancel_intents(clock.now, 10)]
     assert due == ["r-1"]
     with pytest.raises(Unavailable):
         service.cancel("r-1", "alice")
@@ -502,3 +504,116 @@ def test_a_lost_answer_is_no_503_when_delivery_canceled_already_reached_the_rese
     assert service.cancel("r-1", "alice")["status"] == CANCELED
     assert store.emitted() == [("request-1", "r-1")]
     assert store.intents() == {}
+
+
+# -- the cancel's decisions, over an in-memory repository -------------------------
+# As cosmicpython tests its handlers: no database at all. The service goes
+# through its repository (``tx.reservations``, ``store.reservations()``:
+# reservation.models.Reservations); these fakes keep it in dicts.
+
+class InMemoryReservations:
+    """What ``reservation.models.Reservations`` does for a cancel, in dicts."""
+
+    def __init__(self):
+        self.rows = {}
+        self.intents = {}
+
+    def get(self, reservation_id):
+        return self.rows.get(reservation_id)
+
+    def add(self, reservation):
+        self.rows[reservation.id] = reservation
+
+    def record_cancel_intent(self, intent):
+        current = self.intents.setdefault(intent.reservation_id, intent)
+        if current is not intent:
+            current.renew(intent)
+        return current
+
+    def forget_cancel_intent(self, reservation_id):
+        return self.intents.pop(reservation_id, None)
+
+
+class InMemoryStore:
+    """A store whose transactions commit their events to ``outbox`` and, when
+    they raise, put the intents back as they were and publish nothing (the
+    cancel changes a reservation only in its last transaction, which does not)."""
+
+    def __init__(self):
+        self.repository = InMemoryReservations()
+        self.outbox = []
+
+    @contextlib.contextmanager
+    def transaction(self):
+        tx = types.SimpleNamespace(reservations=self.repository, emitted=[])
+        tx.emit = lambda event_type, **fields: tx.emitted.append((event_type, fields))
+        intents = dict(self.repository.intents)
+        try:
+            yield tx
+        except BaseException:
+            self.repository.intents = intents
+            raise
+        self.outbox += tx.emitted
+
+    @contextlib.contextmanager
+    def reservations(self):
+        yield self.repository
+
+
+@pytest.fixture
+def memory():
+    store = InMemoryStore()
+    store.repository.add(reservation_in(CONFIRMED))
+    return store
+
+
+@pytest.fixture
+def in_memory(memory, delivery, clock):
+    correlation.bind("request-1")
+    yield worker_factory(ReservationService, store=memory, delivery=delivery)
+    correlation.bind(None)
+
+
+def test_in_memory_a_confirmed_reservation_is_canceled_with_its_delivery(in_memory, memory, delivery):
+    answer = in_memory.cancel("r-1", "alice")
+
+    assert answer["status"] == CANCELED and memory.repository.get("r-1").status == CANCELED
+    assert (delivery.cancels, delivery.status) == (1, "canceled")  # by RPC, before the reservation
+    assert [kind for kind, _ in memory.outbox] == ["reservation_canceled"]
+    assert memory.repository.intents == {}
+
+
+def test_in_memory_a_delivered_reservation_is_409_and_delivery_is_not_asked(in_memory, memory, delivery):
+    memory.repository.add(reservation_in(DELIVERED))
+
+    with pytest.raises(NotAllowed):  # the gateway answers 409
+        in_memory.cancel("r-1", "alice")
+    assert delivery.cancels == 0
+    assert memory.repository.get("r-1").status == DELIVERED
+    assert (memory.outbox, memory.repository.intents) == ([], {})
+
+
+def test_in_memory_a_book_delivery_already_handed_over_is_409_and_nothing_changes(in_memory, memory, delivery):
+    delivery.status = "delivered"  # delivery knows before reservation does
+
+    with pytest.raises(NotAllowed):
+        in_memory.cancel("r-1", "alice")
+    assert delivery.cancels == 1
+    assert memory.repository.get("r-1").status == CONFIRMED
+    assert (memory.outbox, memory.repository.intents) == ([], {})
+
+
+def test_in_memory_delivery_unreachable_is_503_and_nothing_changes(in_memory, memory, delivery):
+    delivery.on_cancel = "down"
+
+    with pytest.raises(Unavailable):  # the gateway answers 503
+        in_memory.cancel("r-1", "alice")
+    assert memory.repository.get("r-1").status == CONFIRMED
+    assert memory.outbox == []
+    assert list(memory.repository.intents) == ["r-1"]  # left for the recovery to settle
+
+
+def test_in_memory_someone_elses_reservation_does_not_exist(in_memory, memory, delivery):
+    with pytest.raises(NotFound):
+        in_memory.cancel("r-1", "bob")
+    assert delivery.cancels == 0 and memory.repository.get("r-1").status == CONFIRMED
