@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from common.lifecycle import CANCELED, CONFIRMED, DELIVERED, DUE_SOON, OVERDUE, SHIPPED
-from common.lifecycle import NOTICE_KINDS as KINDS
+from common.lifecycle import NOTICE_KINDS as KINDS  # noqa: F401 (every kind of notice)
 
 # The event that causes each kind of notice (due_soon comes from the timer).
 EVENT_KINDS = {
