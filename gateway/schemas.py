@@ -2,7 +2,7 @@
 
 Requests refuse unknown fields (no mass assignment), bound every string and
 type every number; the OpenAPI document is generated from these classes.
-Near 300 lines because the API has that many bodies, queries and answers:
+Over 400 lines because the API has that many bodies, queries and answers:
 each schema is a few lines, and one file is what gateway/openapi.py reads.
 """
 import base64
