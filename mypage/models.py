@@ -26,45 +26,83 @@ _titles = Titles(Base.metadata)
 titles = _titles.table
 title_of = _titles.title_of
 save_title = _titles.save
-Base.registry.map_imperatively(ReservationView, views)
+FIELDS = tuple(column.name for column in views.columns)  # a view's attributes, one per column
+
+# No ORM: a view is read and written with one SQL statement each (SQL core),
+# and written only if it changed (docs/performance.md: the ORM's get and
+# flush were half of MyPage's CPU).
 
 
-def find(session, reservation_id):
-    return session.get(ReservationView, reservation_id)
+def _view(row):
+    view = ReservationView(row.reservation_id, row.customer, row.book_id)
+    for name in FIELDS[3:]:
+        setattr(view, name, getattr(row, name))
+    view.history = [dict(step) for step in row.history or ()]
+    view.overdue = bool(view.overdue)
+    return view
+
+
+def values(view):
+    """What ``view`` is, as the columns of its row."""
+    return {name: getattr(view, name) for name in FIELDS}
+
+
+def find(session, reservation_id, for_update=False):
+    """(view, its row's values as read), or None."""
+    query = select(views).where(views.c.reservation_id == reservation_id)
+    if for_update:
+        query = query.with_for_update()
+    row = session.connection().execute(query).first()
+    return None if row is None else (_view(row), {name: getattr(row, name) for name in FIELDS})
+
+
+def save(session, found):
+    """Writes the views of ``found`` ([(view, values as read, or None when
+    new)]) that changed: an UPDATE each, one INSERT for the new ones."""
+    connection = session.connection()
+    new = []
+    for view, as_read in found:
+        now = values(view)
+        if as_read is None:
+            new.append(now)
+        elif now != as_read:
+            connection.execute(views.update().where(views.c.reservation_id == view.reservation_id).values(
+                {name: value for name, value in now.items() if value != as_read[name]}))
+    if new:
+        connection.execute(views.insert(), new)
 
 
 def for_customer(session, customer, limit, before=None):
     """The customer's reservations, newest first (``page_key``), with titles:
     at most ``limit``, and only those after ``before`` (a page_key) when given."""
-    created_at = func.coalesce(ReservationView.created_at, "")
-    query = (select(ReservationView, titles.c.title)
-             .outerjoin(titles, titles.c.book_id == ReservationView.book_id)
-             .where(ReservationView.customer == customer))
+    created_at = func.coalesce(views.c.created_at, "")
+    query = (select(views, titles.c.title)
+             .outerjoin(titles, titles.c.book_id == views.c.book_id)
+             .where(views.c.customer == customer))
     if before is not None:
         at, reservation_id = before
-        query = query.where(or_(created_at < at, and_(created_at == at, ReservationView.reservation_id < reservation_id)))
-    return session.execute(query.order_by(created_at.desc(), ReservationView.reservation_id.desc())
-                           .limit(limit)).all()
+        query = query.where(or_(created_at < at, and_(created_at == at, views.c.reservation_id < reservation_id)))
+    rows = session.execute(query.order_by(created_at.desc(), views.c.reservation_id.desc()).limit(limit)).all()
+    return [(_view(row), row.title) for row in rows]
 
 
 def _line(view):
-    return and_(ReservationView.book_id == view.book_id, ReservationView.status == WAITLISTED)
+    return and_(views.c.book_id == view.book_id, views.c.status == WAITLISTED)
 
 
 def waiting_ahead(session, view):
     """How many waitlisted views of ``view``'s title are before it in line."""
     created_at, reservation_id = view.line_key
-    return session.scalar(select(func.count()).select_from(ReservationView).where(
-        _line(view), or_(ReservationView.created_at < created_at,
-                         and_(ReservationView.created_at == created_at,
-                              ReservationView.reservation_id < reservation_id))))
+    return session.scalar(select(func.count()).select_from(views).where(
+        _line(view), or_(views.c.created_at < created_at,
+                         and_(views.c.created_at == created_at, views.c.reservation_id < reservation_id))))
 
 
 def waiting_behind(session, view, limit):
     """The first ``limit`` waitlisted views of ``view``'s title after it in line."""
     created_at, reservation_id = view.line_key
-    return session.scalars(select(ReservationView).where(
-        _line(view), or_(ReservationView.created_at > created_at,
-                         and_(ReservationView.created_at == created_at,
-                              ReservationView.reservation_id > reservation_id)))
-        .order_by(ReservationView.created_at, ReservationView.reservation_id).limit(limit)).all()
+    rows = session.execute(select(views).where(
+        _line(view), or_(views.c.created_at > created_at,
+                         and_(views.c.created_at == created_at, views.c.reservation_id > reservation_id)))
+        .order_by(views.c.created_at, views.c.reservation_id).limit(limit)).all()
+    return [_view(row) for row in rows]

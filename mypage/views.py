@@ -78,19 +78,28 @@ class ViewConflict(Exception):
 
 
 class SqlViews:
+    """The port over SQL. Inside a transaction, the views it hands out are
+    kept, so that the events of one batch see each other's changes, and
+    written before the commit if they changed (``SqlViewStore``)."""
+
     def __init__(self, session, for_update=False):
         self.session = session
         self.for_update = for_update
+        self._views = {}  # reservation_id -> (view, its row's values as read, or None if new)
 
     def get(self, reservation_id):
         # PostgreSQL: the row stays locked until the commit, so two replicas
         # applying two events to one view take turns (SQLite: already serial).
-        if self.for_update:
-            return self.session.get(ReservationView, reservation_id, with_for_update=True)
-        return models.find(self.session, reservation_id)
+        if reservation_id in self._views:
+            return self._views[reservation_id][0]
+        found = models.find(self.session, reservation_id, for_update=self.for_update)
+        if found is None:
+            return None
+        self._views[reservation_id] = found
+        return found[0]
 
     def add(self, view):
-        self.session.add(view)
+        self._views[view.reservation_id] = (view, None)
         return view
 
     def save_title(self, book_id, title):
@@ -105,10 +114,24 @@ class SqlViews:
     def waiting_behind(self, view, limit):
         return models.waiting_behind(self.session, view, limit)
 
+    def write_changed(self):
+        models.save(self.session, self._views.values())
+
+
+class SqlViewStore(Store):
+    """The SQL ``Store`` whose write transactions carry the views (``tx.views``)."""
+
+    @contextmanager
+    def transaction(self, deadline=None):
+        with super().transaction(deadline) as tx:
+            tx.views = SqlViews(tx.session, for_update=True)
+            yield tx
+            tx.views.write_changed()
+
 
 def writing(tx):
     """The port inside a handler's transaction (SQL or Redis)."""
-    return tx.views if isinstance(tx, RedisTransaction) else SqlViews(tx.session, for_update=True)
+    return tx.views
 
 
 def reading(reader):
@@ -341,7 +364,7 @@ def split_prefix(uri):
 
 class ViewStore(DependencyProvider):
     """MyPage's store: ``RedisViewStore`` when its URI is ``redis://``,
-    ``rediss://`` or ``unix://``, else the SQL ``Store``; the workers get the
+    ``rediss://`` or ``unix://``, else ``SqlViewStore``; the workers get the
     same ``StoreHandle`` either way."""
 
     def __init__(self, base):
@@ -350,7 +373,7 @@ class ViewStore(DependencyProvider):
 
     def setup(self):
         uri = view_uri(self.container.config, self.container.service_name, self.base)
-        self.impl = (RedisViewStore if is_redis(uri) else Store)(self.base)
+        self.impl = (RedisViewStore if is_redis(uri) else SqlViewStore)(self.base)
         self.impl.container = self.container
         self.impl.setup()
 

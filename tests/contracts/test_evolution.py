@@ -24,6 +24,7 @@ from common.handlers import handles
 from common.store import Transaction
 from mypage import models as mypage_models
 from mypage.service import MyPageService
+from mypage.views import SqlViews
 
 ASYNCAPI_SCHEMA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vendor", "asyncapi-2.6.0.schema.json")
 
@@ -42,8 +43,10 @@ class SqliteStore:
     def transaction(self):
         session = self.Session()
         tx = Transaction(session, self.base)
+        tx.views = SqlViews(session)  # MyPage's port, as mypage.views.SqlViewStore gives it
         try:
             yield tx
+            tx.views.write_changed()
             session.commit()
         finally:
             session.close()

@@ -168,7 +168,7 @@ def test_mypage_changed_only_when_the_view_changes():
     service = worker_factory(MyPageService)
     tx = service.store.transaction.return_value.__enter__.return_value
     view = ReservationView("r-1", "alice", 7)
-    tx.session.get.return_value = view
+    tx.views.get.return_value = view  # the view store's port (mypage.views)
 
     requested, confirmed = step("reservation_requested"), step("reservation_confirmed")
 
