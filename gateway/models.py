@@ -21,6 +21,14 @@ def find(session, username):
     return session.get(Account, username)
 
 
+def address_of(session, username):
+    """The account's address (None without one), in one SQL-core statement:
+    read on every reservation, and half the cost of an ORM get."""
+    accounts = Account.__table__
+    return session.connection().execute(
+        select(accounts.c.address).where(accounts.c.username == username)).scalar()
+
+
 def name_taken(session, username):
     """Taken in any case: "Alice" next to "alice" would pass for her."""
     return session.scalar(select(func.count()).select_from(accounts)

@@ -246,8 +246,7 @@ class GatewayService(AuthRoutes, MyPageRoutes, WebRoutes):
     def _default_address(self, user):
         """The account's address at this moment (the gateway's own data: no RPC)."""
         with self.store.reading() as session:
-            account = models.find(session, user["username"])
-            return account.address if account is not None else None
+            return models.address_of(session, user["username"])
 
     def _ping_broker(self):
         with Connection(self.config[AMQP_URI_CONFIG_KEY], connect_timeout=2) as connection:
