@@ -19,6 +19,11 @@ It is longer than most modules here (about 500 lines) because it is the one
 place where the schemas and contracts become every document and check; each
 output is a few functions over the same walk of the event types, kept
 together so the documents and the checker cannot disagree.
+
+About 500 lines, one job: the event contracts. The consumers' declared
+reads, the check that every read is produced (``violations``), and the two
+documents written from them (apispec converts the schemas) share one model
+(``Consumer``, ``Read``); split, each part would import the others.
 """
 import argparse
 import importlib

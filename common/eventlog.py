@@ -23,6 +23,10 @@ Reading (``read``): a consumer on a channel with a prefetch and manual acks
 (``x-stream-offset``); each message carries its offset in the
 ``x-stream-offset`` header. A read stops at the log's tail as it was when the
 read began (``tail``), so it ends even while events keep arriving.
+
+About 400 lines, one job: the log's declaration, its retention, and reading
+it back by offset (``make events``, ``make replay``) share the stream's
+arguments and the envelope's checks, which would otherwise be defined twice.
 """
 import json
 import logging

@@ -33,6 +33,10 @@ It is long (near 400 lines) because it is the published language: one short
 schema class per event type and the registry of them all, in the one file a
 reader looks for (split by producer, the registry would have to import them all
 back).
+
+About 400 lines because it is the catalogue: one schema per event type
+(SPEC §4), each a few lines, in one place so that producers, consumers and
+the AsyncAPI document read the same definitions.
 """
 import functools
 import re

@@ -18,6 +18,10 @@ Every handler gets the same guarantees, so no service has to remember them:
   many events (docs/performance.md). If anything in a batch fails, the batch
   is rolled back and its events applied again one by one, so that only the
   failing one is retried and parked.
+
+Longer than most modules here (about 280 lines) because it is one job, the
+guarantees above, and each piece of it (the entrypoint, its batches, its
+retries, applying one event and a batch) only makes sense beside the others.
 """
 import functools
 import logging

@@ -19,6 +19,9 @@ it is the same wherever the key is loaded and cannot be chosen by anyone.
 Every gateway replica reads the file again when it changes (checked at most
 once a second, and at once when a token names a kid the ring lacks), so a
 rotation or a removal reaches every replica of one checkout within a second.
+
+A little over 250 lines: the ring's file format, rotation, the JWK Set and
+the command line that rotates it are one job, kept together.
 """
 import argparse
 import base64

@@ -12,6 +12,10 @@ cohesive group: ``gateway.routes_auth`` (sign-in, sessions, accounts),
 ``gateway.routes_mypage`` (MyPage and its live stream) and
 ``gateway.routes_web`` (the API documents and the web app). Nameko finds the
 entrypoints of the base classes too.
+
+A little over 250 lines: the service class holds every dependency and the
+health routes (the manifests read them from here); the other routes live in
+mixins (``gateway.routes_*``).
 """
 import logging
 import uuid
