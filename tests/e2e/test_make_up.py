@@ -21,7 +21,7 @@ from ops.supervision import alive, marked_processes
 
 pytestmark = pytest.mark.e2e
 
-RUNS = 10
+RUNS = 6  # issue #12 saw 3 failures in 5 runs; each run costs ~12 s of a 25-minute suite
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def cluster_of(settings):
     return Cluster(state_dir=settings["BOOKRENTAL_VAR"], env=settings)
 
 
-def test_make_up_and_make_down_ten_times_in_a_row_in_one_state_directory(isolated):
+def test_make_up_and_make_down_again_and_again_in_one_state_directory(isolated):
     outcomes = []
     for run in range(1, RUNS + 1):
         up = make("up", isolated)
