@@ -199,9 +199,8 @@ class Metrics(DependencyProvider):
     def backlog(self):
         """Events this service committed and has not published, or None."""
         for dependency in self.container.dependencies:
-            if getattr(dependency, "attr_name", None) == "store":
-                store = getattr(dependency, "impl", None) or dependency  # mypage's ViewStore wraps one
-                return store.backlog()
+            if dependency is not self and callable(getattr(dependency, "backlog", None)):  # the store's outbox
+                return dependency.backlog()
         return None
 
     def circuits(self):

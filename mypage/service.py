@@ -45,15 +45,14 @@ class MyPageService(ServiceBase):
         what to pass as ``before`` for the following page (None on the last)."""
         limit = max(1, min(int(limit), MAX_RESERVATIONS))
         before = (str(before[0]), str(before[1])) if before else None
-        with self.store.reading() as reader:
-            port = views.reading(reader)
+        with self.store.views() as port:
             rows, following = page(port.for_customer(customer, limit + 1, before), limit)
             return {"customer": customer, "next": list(following) if following else None, "reservations": [
                 view.to_dict(title, port.waiting_ahead(view) if view.waiting else None) for view, title in rows]}
 
     @handles("product", "book_registered")
     def on_book_registered(self, tx, event):
-        views.writing(tx).save_title(event["book_id"], event["title"])
+        tx.views.save_title(event["book_id"], event["title"])
 
     on_reservation_requested = _view_handler("reservation", "reservation_requested")
     on_reservation_waitlisted = _view_handler("reservation", "reservation_waitlisted")
@@ -70,7 +69,7 @@ class MyPageService(ServiceBase):
     on_loan_overdue = _view_handler("reservation", "loan_overdue")
 
     def _apply(self, tx, event):
-        port = views.writing(tx)
+        port = tx.views
         view = port.get(event["reservation_id"])
         if view is None:
             view = port.add(ReservationView(event["reservation_id"], event["customer"], event["book_id"]))

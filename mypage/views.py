@@ -1,7 +1,7 @@
 """MyPage's view store: one small port, two adapters, chosen by a URI.
 
 The port is what ``mypage.service`` asks of a store of views, inside a
-handler's transaction (``writing(tx)``) or for a page (``reading(reader)``):
+handler's transaction (``tx.views``) or for a page (``store.views()``):
 
     get(reservation_id) -> ReservationView or None     add(view) -> view
     save_title(book_id, title)                         waiting_ahead(view) -> int
@@ -119,7 +119,8 @@ class SqlViews:
 
 
 class SqlViewStore(Store):
-    """The SQL ``Store`` whose write transactions carry the views (``tx.views``)."""
+    """The SQL ``Store`` with MyPage's port: its write transactions carry the
+    views (``tx.views``); ``views()`` reads through them."""
 
     @contextmanager
     def transaction(self, deadline=None):
@@ -128,15 +129,15 @@ class SqlViewStore(Store):
             yield tx
             tx.views.write_changed()
 
+    @contextmanager
+    def views(self):
+        with self.reading() as session:
+            yield SqlViews(session)
 
-def writing(tx):
-    """The port inside a handler's transaction (SQL or Redis)."""
-    return tx.views
-
-
-def reading(reader):
-    """The port over what ``store.reading()`` gave (a session or Redis)."""
-    return reader if isinstance(reader, RedisViews) else SqlViews(reader)
+    def get_dependency(self, worker_ctx):
+        handle = super().get_dependency(worker_ctx)
+        handle.views = self.views
+        return handle
 
 
 # -- the port, over Redis -------------------------------------------------
@@ -331,6 +332,13 @@ class RedisViewStore(OutboxStore):
     def reading(self):
         yield RedisViews(self.client, self.prefix)
 
+    views = reading  # MyPage's port, as SqlViewStore.views
+
+    def get_dependency(self, worker_ctx):
+        handle = super().get_dependency(worker_ctx)
+        handle.views = self.views
+        return handle
+
     def ping(self):
         self.client.ping()
 
@@ -388,3 +396,6 @@ class ViewStore(DependencyProvider):
 
     def get_dependency(self, worker_ctx):
         return self.impl.get_dependency(worker_ctx)
+
+    def backlog(self):
+        return self.impl.backlog()
