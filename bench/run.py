@@ -27,6 +27,7 @@ BENCH_JSON (where to write the raw numbers; default var/bench/latest.json).
 and pool sizes.
 """
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 import shutil
 
 import requests
@@ -150,18 +152,27 @@ class Observer:
     fully processed (MyPage rows confirmed with a delivery being prepared) and
     every queue's depth (management API)."""
 
-    def __init__(self, cluster, vhost):
+    def __init__(self, cluster, vhost, stores=None):
         self.cluster = cluster
         data = os.path.join(cluster.state_dir, "data")
-        self.reservation_db = os.path.join(data, "reservation.db")
-        self.mypage_db = os.path.join(data, "mypage.db")
+        stores = stores or {}
+        # The services' SQLite files, or their PostgreSQL databases (--postgres).
+        self.reservation_db = stores.get("RESERVATION_DB_URI") or os.path.join(data, "reservation.db")
+        self.mypage_db = stores.get("MYPAGE_DB_URI") or os.path.join(data, "mypage.db")
+        self._engines = {}
         self.vhost = vhost
         self.samples = []
         self._stop = threading.Event()
         self._thread = None
 
-    def _count(self, path, sql):
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    def _count(self, where, sql):
+        if "://" in where:
+            from sqlalchemy import create_engine, text
+
+            engine = self._engines.get(where) or self._engines.setdefault(where, create_engine(where, pool_size=1))
+            with engine.connect() as connection:
+                return connection.execute(text(sql)).scalar()
+        db = sqlite3.connect(f"file:{where}?mode=ro", uri=True, timeout=5)
         try:
             return db.execute(sql).fetchone()[0]
         finally:
@@ -571,16 +582,41 @@ def _fmt(value, unit):
     return str(value)
 
 
+@contextlib.contextmanager
+def databases(postgres):
+    """{SERVICE_DB_URI: uri}: with ``postgres``, a PostgreSQL database of its
+    own per service (``DATABASE_HOST``, as ``make up CLUSTER=3``), dropped
+    afterwards; else nothing (the SQLite files under the state directory)."""
+    if not postgres:
+        yield {}
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from ops.clustered import database_uris
+
+    uris = database_uris(prefix=f"bench_{uuid.uuid4().hex[:8]}_")
+    try:
+        yield {f"{service.upper()}_DB_URI": uri for service, uri in uris.items()}
+    finally:
+        admin = create_engine(make_url(next(iter(uris.values()))).set(database="postgres"),
+                              isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            for uri in uris.values():
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{make_url(uri).database}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def run_sweep(args):
     """The end-to-end phase alone, on a fresh system per combination of
     replicas (of each back-end service) and worker pool size (= prefetch)."""
     rows = []
     for replicas in args.sweep_replicas:
         for workers in args.sweep_workers:
-            with throwaway_vhost("bookrental-bench") as amqp_uri:
+            with throwaway_vhost("bookrental-bench") as amqp_uri, databases(args.postgres) as stores:
                 vhost = amqp_uri.rsplit("/", 1)[1]
                 state_dir = tempfile.mkdtemp(prefix="bookrental-sweep-")
-                system = System(amqp_uri, state_dir, replicas, env={"MAX_WORKERS": str(workers)})
+                system = System(amqp_uri, state_dir, replicas, env={"MAX_WORKERS": str(workers), **stores})
                 try:
                     log(f"sweep: {replicas} replica(s), max_workers {workers}")
                     system.up()
@@ -590,7 +626,7 @@ def run_sweep(args):
                     spec = {"url": system.url, "method": "POST", "path": "/reservations", "tokens": tokens,
                             "bodies": [{"book_id": b} for b in books], "concurrency": args.concurrency}
                     loadgen({**spec, "duration": 3, "warmup": 0})
-                    observer = Observer(system.cluster, vhost)
+                    observer = Observer(system.cluster, vhost, stores)
                     observer.drain()
                     accepted_before, cpu_before = observer.accepted(), cpu_seconds(system.pids())
                     with observer:
@@ -600,15 +636,16 @@ def run_sweep(args):
                     outcome = analyse(observer.samples, start, end)
                     outcome["drain_s"] = observer.drain()
                     cpu = (cpu_seconds(system.pids()) - cpu_before) * 1000 / max(1, observer.accepted() - accepted_before)
-                    rows.append({"replicas": replicas, "max_workers": workers, "post_rps": round(reserve["rps"], 1),
+                    rows.append({"store": "postgresql" if stores else "sqlite",
+                                 "replicas": replicas, "max_workers": workers, "post_rps": round(reserve["rps"], 1),
                                  "post_p99_ms": reserve["p99_ms"], **outcome, "cpu_ms_per_reservation": round(cpu, 2)})
                     log(f"  {rows[-1]}")
                 finally:
                     system.down()
                     shutil.rmtree(state_dir, ignore_errors=True)
-    header = ("replicas", "max_workers", "POST /s", "POST p99", "processed /s", "growing under overload",
+    header = ("store", "replicas", "max_workers", "POST /s", "POST p99", "processed /s", "growing under overload",
               "CPU ms/reservation")
-    lines = [header] + [(r["replicas"], r["max_workers"], f"{r['post_rps']:.0f}", f"{r['post_p99_ms']:.0f} ms",
+    lines = [header] + [(r["store"], r["replicas"], r["max_workers"], f"{r['post_rps']:.0f}", f"{r['post_p99_ms']:.0f} ms",
                          f"{r['processed_per_s']:.0f}",
                          ", ".join(f"{k.split('--')[-1]} +{v}/s" for k, v in r["growing_queues"].items())[:60] or "none",
                          f"{r['cpu_ms_per_reservation']:.1f}") for r in rows]
@@ -652,6 +689,8 @@ def main(argv=None):
     parser.add_argument("--sweep", action="store_true", help="end to end only, over replicas and pool sizes")
     parser.add_argument("--sweep-replicas", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2])
     parser.add_argument("--sweep-workers", type=lambda v: [int(x) for x in v.split(",")], default=[4, 10, 32])
+    parser.add_argument("--postgres", action="store_true", default=bool(os.environ.get("POSTGRES")),
+                        help="sweep: every service on PostgreSQL (DATABASE_HOST), databases of its own")
     args = parser.parse_args(argv)
     if args.sweep:
         rows, text = run_sweep(args)
