@@ -1,7 +1,13 @@
-"""How deliveries are stored."""
+"""How deliveries are stored: the domain class mapped onto its table, and
+the repository the service goes through (``Deliveries``): the service never
+holds a session. Each write transaction of ``DeliveryStore`` carries one
+(``tx.deliveries``), and ``store.deliveries()`` is a read through one;
+tests/unit/test_delivery_repository.py puts an in-memory fake in its place."""
+from contextlib import contextmanager
+
 from sqlalchemy import Column, Integer, String, Table, select
 
-from common.store import declare_base, for_update
+from common.store import Store, declare_base, for_update
 from delivery.domain import Delivery
 
 Base = declare_base()
@@ -22,29 +28,57 @@ deliveries = Table(
 Base.registry.map_imperatively(Delivery, deliveries)
 
 
-def find(session, delivery_id):
-    return session.scalars(_locked(session, select(Delivery).where(Delivery.id == delivery_id))).first()
+
+class Deliveries:
+    """The delivery service's port to its storage, over one session."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def add(self, delivery):
+        self.session.add(delivery)
+
+    def get(self, delivery_id):
+        return self.session.scalars(self._locked(select(Delivery).where(Delivery.id == delivery_id))).first()
+
+    def for_reservation(self, reservation_id):
+        return self.session.scalars(
+            self._locked(select(Delivery).where(Delivery.reservation_id == reservation_id))).first()
+
+    def _locked(self, query):
+        """In a write transaction the delivery's row stays locked until the commit
+        (PostgreSQL: replicas changing one delivery take turns)."""
+        return query.with_for_update() if for_update(self.session) else query
+
+    def statuses(self, reservation_ids):
+        """{reservation id: its delivery's status} of those that have one."""
+        rows = self.session.execute(select(Delivery.reservation_id, Delivery.status)
+                                    .where(Delivery.reservation_id.in_(reservation_ids))).all()
+        return dict(rows)
+
+    def page(self, status, after_seq, limit):
+        query = select(Delivery).where(Delivery.seq > after_seq)
+        if status:
+            query = query.where(Delivery.status == status)
+        return self.session.scalars(query.order_by(Delivery.seq).limit(limit)).all()
 
 
-def find_for_reservation(session, reservation_id):
-    return session.scalars(_locked(session, select(Delivery).where(Delivery.reservation_id == reservation_id))).first()
+class DeliveryStore(Store):
+    """The service's ``Store``: its write transactions carry the repository
+    (``tx.deliveries``); ``deliveries()`` reads through one."""
 
+    @contextmanager
+    def transaction(self, deadline=None):
+        with super().transaction(deadline) as tx:
+            tx.deliveries = Deliveries(tx.session)
+            yield tx
 
-def _locked(session, query):
-    """In a write transaction the delivery's row stays locked until the commit
-    (PostgreSQL: replicas changing one delivery take turns)."""
-    return query.with_for_update() if for_update(session) else query
+    @contextmanager
+    def deliveries(self):
+        with self.reading() as session:
+            yield Deliveries(session)
 
-
-def statuses(session, reservation_ids):
-    """{reservation id: its delivery's status} of those that have one."""
-    rows = session.execute(select(Delivery.reservation_id, Delivery.status)
-                           .where(Delivery.reservation_id.in_(reservation_ids))).all()
-    return dict(rows)
-
-
-def page(session, status, after_seq, limit):
-    query = select(Delivery).where(Delivery.seq > after_seq)
-    if status:
-        query = query.where(Delivery.status == status)
-    return session.scalars(query.order_by(Delivery.seq).limit(limit)).all()
+    def get_dependency(self, worker_ctx):
+        handle = super().get_dependency(worker_ctx)
+        handle.deliveries = self.deliveries
+        return handle

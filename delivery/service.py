@@ -2,7 +2,8 @@
 
 Inbound: RPC for the gateway (list, ship, deliver) and for ``reservation``'s
 synchronous cancel and its recovery (statuses); handlers for ``reservation``'s events (confirmed creates
-a delivery, canceled cancels it). Outbound: the store and its outbox.
+a delivery, canceled cancels it). Outbound: the store and its outbox, through
+the repository (``delivery.models.Deliveries``), never a session.
 It never calls ``reservation``, so couriers keep working while it is down.
 """
 import logging
@@ -17,7 +18,6 @@ from common.handlers import handles
 from common.outbox import emit_all
 from common.rpc import rpc
 from common.service import ServiceBase
-from common.store import Store
 from delivery import models
 from delivery.domain import DELIVERED, Delivery
 
@@ -29,19 +29,19 @@ MAX_STATUSES = 500  # reservations per statuses call
 class DeliveryService(ServiceBase):
     name = "delivery"
 
-    store = Store(models.Base)
+    store = models.DeliveryStore(models.Base)
 
     @rpc
     def list(self, status=None, after_seq=0, limit=100):
-        with self.store.reading() as session:
-            rows = models.page(session, status, after_seq, limit + 1)
+        with self.store.deliveries() as deliveries:
+            rows = deliveries.page(status, after_seq, limit + 1)
             return {"items": [row.to_dict() for row in rows[:limit]],
                     "next": rows[limit - 1].seq if len(rows) > limit else None}
 
     @rpc
     def get(self, delivery_id):
-        with self.store.reading() as session:
-            return self._find(session, delivery_id).to_dict()
+        with self.store.deliveries() as deliveries:
+            return self._find(deliveries, delivery_id).to_dict()
 
     @rpc
     def ship(self, delivery_id):
@@ -60,11 +60,11 @@ class DeliveryService(ServiceBase):
         the answer is lost."""
         try:
             with self.store.transaction() as tx:
-                delivery = models.find_for_reservation(tx.session, reservation_id)
+                delivery = tx.deliveries.for_reservation(reservation_id)
                 if delivery is None:
                     delivery, caused = Delivery.canceled_before_created(
                         str(uuid.uuid4()), reservation_id, book_id, customer, now_iso())
-                    tx.session.add(delivery)
+                    tx.deliveries.add(delivery)
                 else:
                     caused = delivery.cancel(now_iso())
                 emit_all(tx, caused)
@@ -80,25 +80,25 @@ class DeliveryService(ServiceBase):
         """{reservation id: the status of its delivery, or None when it has
         none}: what reservation's cancel recovery needs to know."""
         reservation_ids = list(reservation_ids)[:MAX_STATUSES]
-        with self.store.reading() as session:
-            found = models.statuses(session, reservation_ids)
+        with self.store.deliveries() as deliveries:
+            found = deliveries.statuses(reservation_ids)
         return {rid: found.get(rid) for rid in reservation_ids}
 
     # -- what the reservations tell us ----------------------------------
 
     @handles("reservation", "reservation_confirmed")
     def on_reservation_confirmed(self, tx, event):
-        if models.find_for_reservation(tx.session, event["reservation_id"]) is not None:
+        if tx.deliveries.for_reservation(event["reservation_id"]) is not None:
             return  # already created, or canceled before we got here
         delivery, caused = Delivery.prepare(
             str(uuid.uuid4()), event["reservation_id"], event["book_id"], event["customer"], now_iso(),
             event.get("address"))
-        tx.session.add(delivery)
+        tx.deliveries.add(delivery)
         emit_all(tx, caused)
 
     @handles("reservation", "reservation_canceled")
     def on_reservation_canceled(self, tx, event):
-        delivery = models.find_for_reservation(tx.session, event["reservation_id"])
+        delivery = tx.deliveries.for_reservation(event["reservation_id"])
         if delivery is not None and delivery.status != DELIVERED:
             emit_all(tx, delivery.cancel(now_iso()))
 
@@ -106,7 +106,7 @@ class DeliveryService(ServiceBase):
 
     def _step(self, delivery_id, step):
         with self.store.transaction() as tx:
-            delivery = self._find(tx.session, delivery_id)
+            delivery = self._find(tx.deliveries, delivery_id)
             emit_all(tx, step(delivery, now_iso()))
             result = delivery.to_dict()
         log.info("delivery %s", result["status"], extra={"delivery_id": delivery_id,
@@ -114,8 +114,8 @@ class DeliveryService(ServiceBase):
         return result
 
     @staticmethod
-    def _find(session, delivery_id):
-        delivery = models.find(session, delivery_id)
+    def _find(deliveries, delivery_id):
+        delivery = deliveries.get(delivery_id)
         if delivery is None:
             raise NotFound("no such delivery", delivery_id=delivery_id)
         return delivery
