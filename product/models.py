@@ -1,9 +1,15 @@
-"""How titles and allocations are stored."""
+"""How titles and allocations are stored: the domain classes mapped onto
+tables, and the repository the service goes through (``Catalogue``): the
+service never holds a session. Each write transaction of ``ProductStore``
+carries one (``tx.catalogue``), and ``store.catalogue()`` is a read through
+one; tests/unit/test_product_allocation.py puts an in-memory fake in its place."""
+from contextlib import contextmanager
+
 from sqlalchemy import Column, Index, Integer, String, Table, func, or_, select
 
 from common import isbn as isbns
 
-from common.store import declare_base
+from common.store import Store, declare_base
 from product.domain import ALLOCATED, WAITING, Allocation, Title
 
 Base = declare_base()
@@ -33,20 +39,59 @@ Base.registry.map_imperatively(Title, titles)
 Base.registry.map_imperatively(Allocation, allocations)
 
 
-def find_title(session, book_id, for_update=False):
-    query = select(Title).where(Title.id == book_id)
-    if for_update:  # PostgreSQL: replicas take turns on a title; SQLite: already serial
-        query = query.with_for_update()
-    return session.scalars(query).first()
+class Catalogue:
+    """The product service's port to its storage, over one session."""
 
+    def __init__(self, session):
+        self.session = session
 
-def list_titles(session, after_id, limit, query=None):
-    """The titles after ``after_id``, oldest first; with ``query``, only those
-    whose title, author or ISBN contains it, ignoring case (see ``matching``)."""
-    selected = select(Title).where(Title.id > after_id)
-    if query:
-        selected = selected.where(matching(query))
-    return session.scalars(selected.order_by(Title.id).limit(limit)).all()
+    def title(self, book_id, for_update=False):
+        """The title, or None; ``for_update``: its row stays locked until the
+        commit (PostgreSQL: replicas take turns on a title; SQLite: already serial)."""
+        query = select(Title).where(Title.id == book_id)
+        if for_update:
+            query = query.with_for_update()
+        return self.session.scalars(query).first()
+
+    def add_title(self, title):
+        """Add ``title`` and give it its id (a flush: a second title with the
+        same ISBN raises ``IntegrityError`` here, or at the commit)."""
+        self.session.add(title)
+        self.session.flush()
+
+    def titles(self, after_id, limit, query=None):
+        """The titles after ``after_id``, oldest first; with ``query``, only those
+        whose title, author or ISBN contains it, ignoring case (see ``matching``)."""
+        selected = select(Title).where(Title.id > after_id)
+        if query:
+            selected = selected.where(matching(query))
+        return self.session.scalars(selected.order_by(Title.id).limit(limit)).all()
+
+    def allocation(self, reservation_id):
+        return self.session.get(Allocation, reservation_id)
+
+    def add_allocation(self, allocation):
+        self.session.add(allocation)
+
+    def reread(self, allocation):
+        """Read ``allocation`` again from the database (its title's lock now held)."""
+        self.session.refresh(allocation)
+
+    def waitlist(self, book_id, limit):
+        """The first ``limit`` waiting reservations of a title, oldest first."""
+        return self.session.scalars(
+            select(Allocation).where(Allocation.book_id == book_id, Allocation.state == WAITING)
+            .order_by(Allocation.requested_at, Allocation.reservation_id).limit(limit)).all()
+
+    def waiting_count(self, book_id):
+        return self.session.scalar(
+            select(func.count()).select_from(Allocation)
+            .where(Allocation.book_id == book_id, Allocation.state == WAITING))
+
+    def allocated_count(self, book_id):
+        return self.session.scalar(
+            select(func.count()).select_from(Allocation)
+            .where(Allocation.book_id == book_id, Allocation.state == ALLOCATED))
 
 
 def matching(query):
@@ -60,24 +105,22 @@ def matching(query):
     return or_(*conditions)
 
 
-def find_allocation(session, reservation_id):
-    return session.get(Allocation, reservation_id)
+class ProductStore(Store):
+    """The service's ``Store``: its write transactions carry the repository
+    (``tx.catalogue``); ``catalogue()`` reads through one."""
 
+    @contextmanager
+    def transaction(self, deadline=None):
+        with super().transaction(deadline) as tx:
+            tx.catalogue = Catalogue(tx.session)
+            yield tx
 
-def waitlist(session, book_id, limit):
-    """The first ``limit`` waiting reservations of a title, oldest first."""
-    return session.scalars(
-        select(Allocation).where(Allocation.book_id == book_id, Allocation.state == WAITING)
-        .order_by(Allocation.requested_at, Allocation.reservation_id).limit(limit)).all()
+    @contextmanager
+    def catalogue(self):
+        with self.reading() as session:
+            yield Catalogue(session)
 
-
-def waiting_count(session, book_id):
-    return session.scalar(
-        select(func.count()).select_from(Allocation)
-        .where(Allocation.book_id == book_id, Allocation.state == WAITING))
-
-
-def allocated_count(session, book_id):
-    return session.scalar(
-        select(func.count()).select_from(Allocation)
-        .where(Allocation.book_id == book_id, Allocation.state == ALLOCATED))
+    def get_dependency(self, worker_ctx):
+        handle = super().get_dependency(worker_ctx)
+        handle.catalogue = self.catalogue
+        return handle

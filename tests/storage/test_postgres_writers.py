@@ -8,7 +8,7 @@ one row at once both read the old state, and the second write undoes the
 first: a reservation canceled and confirmed at once, a copy released while
 it is being allocated, a MyPage status that moves backwards. So the rows a
 decision rests on are read with ``SELECT ... FOR UPDATE`` in a write
-transaction (``common.store.for_update``, the services' ``models``): the
+transaction (``common.store.for_update``, the services' repositories in ``models``): the
 second test shows what happens without it. There is no service-wide lock:
 a write to another title commits while one title is locked."""
 import time
@@ -19,7 +19,6 @@ import pytest
 from sqlalchemy import select
 
 from common import events, isbn
-from common.store import Store
 from product import models
 from product.domain import Title
 from product.service import ProductService
@@ -35,7 +34,7 @@ def replicas(pg_database):
     opened = []
 
     def make(n):
-        stores = [set_up(Store(models.Base), ProductService, uri) for _ in range(n)]
+        stores = [set_up(models.ProductStore(models.Base), ProductService, uri) for _ in range(n)]
         opened.extend(stores)
         return stores
 
@@ -47,8 +46,7 @@ def replicas(pg_database):
 def new_title(store):
     with store.transaction() as tx:
         title = Title(isbn.with_check_digit(f"978{uuid.uuid4().int % 10 ** 9:09d}"), "Dune", "F. H.", 0)
-        tx.session.add(title)
-        tx.session.flush()
+        tx.catalogue.add_title(title)
         return title.id
 
 
@@ -56,7 +54,7 @@ def add_one_copy_slowly(store, book_id, lock=True):
     """What a handler does: read (locking the title, as product does), think
     (a green switch), write."""
     with store.transaction() as tx:
-        title = models.find_title(tx.session, book_id, for_update=lock)
+        title = tx.catalogue.title(book_id, for_update=lock)
         stock = title.stock
         eventlet.sleep(0.005)
         title.stock = stock + 1
@@ -96,7 +94,7 @@ def test_a_write_to_another_title_commits_while_one_title_is_locked(replicas):
 
     def hold_the_lock():
         with first.transaction() as tx:
-            models.find_title(tx.session, locked, for_update=True)
+            tx.catalogue.title(locked, for_update=True)
             holding.send()
             release.wait()
 
@@ -121,15 +119,15 @@ def test_concurrent_allocations_on_one_title_never_oversell(replicas):
     stores = replicas(2)
     book_id = new_title(stores[0])
     with stores[0].transaction() as tx:
-        models.find_title(tx.session, book_id, for_update=True).add_copies(5, [])
+        tx.catalogue.title(book_id, for_update=True).add_copies(5, [])
     services = [replica(ProductService, store) for store in stores]
     requests = [events.make("reservation_requested", "corr", reservation_id=f"r-{n}", book_id=book_id,
                             customer=f"c{n}", address=None) for n in range(16)]
     threads = [eventlet.spawn(services[n % 2].on_reservation_requested, event) for n, event in enumerate(requests)]
     for thread in threads:
         thread.wait()
-    with stores[1].reading() as session:
-        assert (models.allocated_count(session, book_id), models.waiting_count(session, book_id)) == (5, 11)
+    with stores[1].catalogue() as catalogue:
+        assert (catalogue.allocated_count(book_id), catalogue.waiting_count(book_id)) == (5, 11)
     assert stock(stores[1], book_id) == 0
 
 
@@ -142,7 +140,7 @@ def test_a_replica_waiting_for_its_turn_still_reads(replicas):
 
     def long_write():
         with first.transaction() as tx:
-            models.find_title(tx.session, book_id, for_update=True)
+            tx.catalogue.title(book_id, for_update=True)
             holding.send()
             eventlet.sleep(0.5)
 
