@@ -1,7 +1,14 @@
-"""How notices, the mails to send, loans, contacts and titles are stored."""
+"""How notices, the mails to send, loans, contacts and titles are stored, and
+the repository the service goes through (``Notices``): the service never
+holds a session. Each write transaction of ``NotificationStore`` carries one
+(``tx.notices``), and ``store.notices()`` is a read through one (as
+reservation.models); tests/unit/test_notification_notices.py puts an
+in-memory fake in its place."""
+from contextlib import contextmanager
+
 from sqlalchemy import Boolean, Column, Float, Integer, String, Table, Text, and_, func, or_, select, update
 
-from common.store import declare_base
+from common.store import Store, declare_base
 from common.titles import Titles
 from notification.domain import Customer, Loan, Notice
 
@@ -52,8 +59,6 @@ customers = Table(
 )
 _titles = Titles(Base.metadata)
 titles = _titles.table
-title_of = _titles.title_of
-save_title = _titles.save
 Base.registry.map_imperatively(Notice, notices)
 Base.registry.map_imperatively(Loan, loans)
 Base.registry.map_imperatively(Customer, customers)
@@ -61,76 +66,115 @@ Base.registry.map_imperatively(Customer, customers)
 PENDING, SENT, REFUSED = "pending", "sent", "refused"
 
 
-def customer(session, username):
-    return session.get(Customer, username)
-
-
-def loan(session, reservation_id):
-    return session.get(Loan, reservation_id)
-
-
-def loans_to_remind(session, now, limit=100):
-    return session.scalars(select(Loan).where(Loan.remind_at.is_not(None), Loan.remind_at <= now)
-                           .order_by(Loan.remind_at).limit(limit)).all()
-
-
-def has_notice(session, notice_id):
-    return session.scalar(select(notices.c.seq).where(notices.c.id == notice_id)) is not None
-
-
-def for_customer(session, username, before, limit):
-    """The customer's notices, newest first, older than the cursor ``before`` (a seq)."""
-    query = select(Notice).where(Notice.customer == username)
-    if before is not None:
-        query = query.where(Notice.seq < before)
-    return session.scalars(query.order_by(Notice.seq.desc()).limit(limit)).all()
-
-
-def add_mail(session, notice, recipient, now):
-    session.execute(mails.insert().values(
-        notice_id=notice.id, recipient=recipient, subject=notice.subject, body=notice.body,
-        sent_at=notice.sent_at, status=PENDING, attempts=0, next_attempt_at=now))
-
-
 def _due(now):
     return and_(mails.c.status == PENDING, mails.c.next_attempt_at <= now,
                 or_(mails.c.claimed_until.is_(None), mails.c.claimed_until < now))
 
 
-def has_mail_due(session, now):
-    return session.scalar(select(mails.c.notice_id).where(_due(now)).limit(1)) is not None
+class Notices:
+    """The notification service's port to its storage, over one session."""
+
+    def __init__(self, session):
+        self.session = session
+
+    # -- contacts, loans, titles ------------------------------------------
+
+    def customer(self, username):
+        return self.session.get(Customer, username)
+
+    def add_customer(self, customer):
+        self.session.add(customer)
+
+    def loan(self, reservation_id):
+        return self.session.get(Loan, reservation_id)
+
+    def add_loan(self, loan):
+        self.session.add(loan)
+
+    def loans_to_remind(self, now, limit=100):
+        return self.session.scalars(select(Loan).where(Loan.remind_at.is_not(None), Loan.remind_at <= now)
+                                    .order_by(Loan.remind_at).limit(limit)).all()
+
+    def title_of(self, book_id):
+        return _titles.title_of(self.session, book_id)
+
+    def save_title(self, book_id, title):
+        """Once: a title never changes (common.titles)."""
+        _titles.save(self.session, book_id, title)
+
+    # -- notices ----------------------------------------------------------
+
+    def has_notice(self, notice_id):
+        return self.session.scalar(select(notices.c.seq).where(notices.c.id == notice_id)) is not None
+
+    def add_notice(self, notice):
+        self.session.add(notice)
+
+    def for_customer(self, username, before, limit):
+        """The customer's notices, newest first, older than the cursor ``before`` (a seq)."""
+        query = select(Notice).where(Notice.customer == username)
+        if before is not None:
+            query = query.where(Notice.seq < before)
+        return self.session.scalars(query.order_by(Notice.seq.desc()).limit(limit)).all()
+
+    # -- the outbox of mails --------------------------------------------
+
+    def add_mail(self, notice, recipient, now):
+        self.session.execute(mails.insert().values(
+            notice_id=notice.id, recipient=recipient, subject=notice.subject, body=notice.body,
+            sent_at=notice.sent_at, status=PENDING, attempts=0, next_attempt_at=now))
+
+    def has_mail_due(self, now):
+        return self.session.scalar(select(mails.c.notice_id).where(_due(now)).limit(1)) is not None
+
+    def claim_mails(self, now, lease, limit):
+        """Mails due now that no other replica is sending, claimed for ``lease`` seconds.
+
+        Each claim is a conditional UPDATE of one row: on any database, of two
+        replicas claiming the same mail, exactly one sees its row changed."""
+        due = self.session.execute(
+            select(mails).where(_due(now)).order_by(mails.c.next_attempt_at).limit(limit)).mappings().all()
+        claimed = []
+        for row in due:
+            taken = self.session.execute(update(mails).where(mails.c.notice_id == row["notice_id"], _due(now))
+                                         .values(claimed_until=now + lease))
+            if taken.rowcount == 1:
+                claimed.append(dict(row))
+        return claimed
+
+    def mail_sent(self, notice_id, now):
+        self.session.execute(update(mails).where(mails.c.notice_id == notice_id).values(
+            status=SENT, mailed_at=now, claimed_until=None, error=None, attempts=mails.c.attempts + 1))
+
+    def mail_deferred(self, notice_id, next_attempt_at, error):
+        self.session.execute(update(mails).where(mails.c.notice_id == notice_id).values(
+            next_attempt_at=next_attempt_at, claimed_until=None, error=error[:1000], attempts=mails.c.attempts + 1))
+
+    def mail_refused(self, notice_id, error):
+        self.session.execute(update(mails).where(mails.c.notice_id == notice_id).values(
+            status=REFUSED, claimed_until=None, error=error[:1000], attempts=mails.c.attempts + 1))
+
+    def mail_backlog(self):
+        """Mails waiting to be sent (a mail server away makes this grow)."""
+        return self.session.scalar(select(func.count()).select_from(mails).where(mails.c.status == PENDING))
 
 
-def claim_mails(session, now, lease, limit):
-    """Mails due now that no other replica is sending, claimed for ``lease`` seconds.
+class NotificationStore(Store):
+    """The service's ``Store``: its write transactions carry the repository
+    (``tx.notices``); ``notices()`` reads through one."""
 
-    Each claim is a conditional UPDATE of one row: on any database, of two
-    replicas claiming the same mail, exactly one sees its row changed."""
-    due = session.execute(select(mails).where(_due(now)).order_by(mails.c.next_attempt_at).limit(limit)).mappings().all()
-    claimed = []
-    for row in due:
-        taken = session.execute(update(mails).where(mails.c.notice_id == row["notice_id"], _due(now))
-                                .values(claimed_until=now + lease))
-        if taken.rowcount == 1:
-            claimed.append(dict(row))
-    return claimed
+    @contextmanager
+    def transaction(self, deadline=None):
+        with super().transaction(deadline) as tx:
+            tx.notices = Notices(tx.session)
+            yield tx
 
+    @contextmanager
+    def notices(self):
+        with self.reading() as session:
+            yield Notices(session)
 
-def mail_sent(session, notice_id, now):
-    session.execute(update(mails).where(mails.c.notice_id == notice_id).values(
-        status=SENT, mailed_at=now, claimed_until=None, error=None, attempts=mails.c.attempts + 1))
-
-
-def mail_deferred(session, notice_id, next_attempt_at, error):
-    session.execute(update(mails).where(mails.c.notice_id == notice_id).values(
-        next_attempt_at=next_attempt_at, claimed_until=None, error=error[:1000], attempts=mails.c.attempts + 1))
-
-
-def mail_refused(session, notice_id, error):
-    session.execute(update(mails).where(mails.c.notice_id == notice_id).values(
-        status=REFUSED, claimed_until=None, error=error[:1000], attempts=mails.c.attempts + 1))
-
-
-def mail_backlog(session):
-    """Mails waiting to be sent (a mail server away makes this grow)."""
-    return session.scalar(select(func.count()).select_from(mails).where(mails.c.status == PENDING))
+    def get_dependency(self, worker_ctx):
+        handle = super().get_dependency(worker_ctx)
+        handle.notices = self.notices
+        return handle

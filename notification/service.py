@@ -25,7 +25,6 @@ from nameko.timer import timer
 from common.handlers import handles
 from common.rpc import rpc
 from common.service import ServiceBase
-from common.store import Store
 from notification import domain, models
 from notification.domain import Customer, Loan
 from notification.mail import BATCH, LEASE, MAILS, SENT, REFUSED, Mailer
@@ -39,7 +38,9 @@ TICK = 1.0  # seconds between two sweeps of each timer
 class NotificationService(ServiceBase):
     name = "notification"
 
-    store = Store(models.Base, serialized=True)  # mail leases and timers read many rows (common.store.Store)
+    # Through its repository (models.Notices): tx.notices in a write, store.notices() to read.
+    # serialized: mail leases and timers read many rows (common.store.Store).
+    store = models.NotificationStore(models.Base, serialized=True)
     mailer = Mailer()
     config = Config()
 
@@ -49,8 +50,8 @@ class NotificationService(ServiceBase):
     def notices(self, customer, before=None, limit=100):
         """The customer's notices, newest first; ``next`` is the cursor of the older ones."""
         limit = max(1, min(int(limit), MAX_LIMIT))
-        with self.store.reading() as session:
-            rows = models.for_customer(session, customer, before, limit + 1)
+        with self.store.notices() as notices:
+            rows = notices.for_customer(customer, before, limit + 1)
             return {"items": [notice.to_dict() for notice in rows[:limit]],
                     "next": rows[limit - 1].seq if len(rows) > limit else None}
 
@@ -58,23 +59,23 @@ class NotificationService(ServiceBase):
     def health(self):
         """ServiceBase's health, and where the mail stands."""
         answer = super().health()
-        with self.store.reading() as session:
-            answer["mail"] = {"enabled": self.mailer.enabled, "backlog": models.mail_backlog(session)}
+        with self.store.notices() as notices:
+            answer["mail"] = {"enabled": self.mailer.enabled, "backlog": notices.mail_backlog()}
         return answer
 
     # -- what the other services tell us ------------------------------
 
     @handles("gateway", "customer_updated")
     def on_customer_updated(self, tx, event):
-        customer = models.customer(tx.session, event["customer"])
+        customer = tx.notices.customer(event["customer"])
         if customer is None:
             customer = Customer(event["customer"])
-            tx.session.add(customer)
+            tx.notices.add_customer(customer)
         customer.apply(event)
 
     @handles("product", "book_registered")
     def on_book_registered(self, tx, event):
-        models.save_title(tx.session, event["book_id"], event["title"])
+        tx.notices.save_title(event["book_id"], event["title"])
 
     @handles("reservation", "reservation_confirmed")
     def on_reservation_confirmed(self, tx, event):
@@ -115,12 +116,12 @@ class NotificationService(ServiceBase):
         timer runs; the loans are read again inside the write, and the
         notice's id is unique, so each reminder is recorded once."""
         now = time.time()
-        with self.store.reading() as session:
-            if not models.loans_to_remind(session, now, limit=1):
+        with self.store.notices() as notices:
+            if not notices.loans_to_remind(now, limit=1):
                 return
         with self.store.transaction() as tx:
-            for loan in models.loans_to_remind(tx.session, now):
-                notice = loan.reminder(now, models.title_of(tx.session, loan.book_id))
+            for loan in tx.notices.loans_to_remind(now):
+                notice = loan.reminder(now, tx.notices.title_of(loan.book_id))
                 if notice is not None:
                     self._record(tx, notice)
 
@@ -130,20 +131,20 @@ class NotificationService(ServiceBase):
         if not self.mailer.enabled:
             return
         now = time.time()
-        with self.store.reading() as session:
-            if not models.has_mail_due(session, now):
+        with self.store.notices() as notices:
+            if not notices.has_mail_due(now):
                 return
         with self.store.transaction() as tx:
-            claimed = models.claim_mails(tx.session, now, LEASE, BATCH)
+            claimed = tx.notices.claim_mails(now, LEASE, BATCH)
         for mail, outcome, error in self.mailer.send(claimed):
             with self.store.transaction() as tx:
                 if outcome == SENT:
-                    models.mail_sent(tx.session, mail["notice_id"], time.time())
+                    tx.notices.mail_sent(mail["notice_id"], time.time())
                 elif outcome == REFUSED:
-                    models.mail_refused(tx.session, mail["notice_id"], error)
+                    tx.notices.mail_refused(mail["notice_id"], error)
                 else:
                     retry_at = time.time() + self.mailer.delay(mail["attempts"] + 1)
-                    models.mail_deferred(tx.session, mail["notice_id"], retry_at, error)
+                    tx.notices.mail_deferred(mail["notice_id"], retry_at, error)
             MAILS.labels(outcome).inc()
             log_at = logging.INFO if outcome == SENT else logging.WARNING
             log.log(log_at, "mail %s: %s", outcome, error or mail["subject"],
@@ -156,24 +157,24 @@ class NotificationService(ServiceBase):
 
     @staticmethod
     def _loan(tx, event):
-        loan = models.loan(tx.session, event["reservation_id"])
+        loan = tx.notices.loan(event["reservation_id"])
         if loan is None:
             loan = Loan(event["reservation_id"], event["customer"], event["book_id"])
-            tx.session.add(loan)
+            tx.notices.add_loan(loan)
         return loan
 
     def _notify(self, tx, event):
-        notice = domain.notice_for(event, models.title_of(tx.session, event["book_id"]))
+        notice = domain.notice_for(event, tx.notices.title_of(event["book_id"]))
         if notice is not None:
             self._record(tx, notice)
 
     def _record(self, tx, notice):
         """Record a notice once; queue its mail when there is somewhere to send it."""
-        if models.has_notice(tx.session, notice.id):
+        if tx.notices.has_notice(notice.id):
             return
-        tx.session.add(notice)
-        customer = models.customer(tx.session, notice.customer)
+        tx.notices.add_notice(notice)
+        customer = tx.notices.customer(notice.customer)
         if customer is not None and customer.email and self.mailer.enabled:
-            models.add_mail(tx.session, notice, customer.email, time.time())
+            tx.notices.add_mail(notice, customer.email, time.time())
         log.info("notice %s", notice.kind, extra={"reservation_id": notice.reservation_id,
                                                   "notice_id": notice.id, "mailed": bool(customer and customer.email)})

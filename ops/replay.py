@@ -170,12 +170,10 @@ class Rebuild:
         service's timer recorded them (at the moment they were due)."""
         if self.service_name != "notification":
             return 0
-        from notification import models
-
         recorded = 0
-        with self.store.transaction() as tx:
-            for loan in models.loans_to_remind(tx.session, now or time.time(), limit=100000):
-                notice = loan.reminder(loan.remind_at, models.title_of(tx.session, loan.book_id))
+        with self.store.transaction() as tx:  # notification.models.NotificationStore: tx.notices
+            for loan in tx.notices.loans_to_remind(now or time.time(), limit=100000):
+                notice = loan.reminder(loan.remind_at, tx.notices.title_of(loan.book_id))
                 if notice is not None:
                     self.service._record(tx, notice)
                     recorded += 1
