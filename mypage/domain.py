@@ -11,7 +11,7 @@ Where a waitlisted reservation stands in its title's line
 line of a title is its views that are ``waitlisted``, in the order product
 serves them (first come, first served: by the moment the customer reserved,
 the ``occurred_at`` of ``reservation_requested``, then by reservation id;
-``product.models.waitlist``). A view's ``created_at`` is that moment once
+``product.models.Catalogue.waitlist``). A view's ``created_at`` is that moment once
 ``reservation_requested`` has arrived (it is the earliest of its events).
 The position is counted when a page is read, never stored, so it is right
 however the line moves (a copy comes back and the first is confirmed,
