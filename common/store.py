@@ -51,9 +51,15 @@ class Store(OutboxStore):
     """
 
     serialized = False
+    # ``(name, Repository)``: a service's queries, over a session. Write
+    # transactions carry one as ``tx.<name>``; ``store.<name>()`` (on the store
+    # and the workers' handle) is a context manager that reads through one.
+    repository = None
 
     def __init__(self, base, migrations=None, serialized=None):
         super().__init__(base)
+        if self.repository is not None:
+            setattr(self, self.repository[0], self.read_repository)
         # The package whose migrations/ makes the schema; by default the
         # service's own (product.service:ProductService -> product/migrations).
         self.migrations = migrations
@@ -103,6 +109,9 @@ class Store(OutboxStore):
         with self.write_lock:
             session = self.Session()
             tx = Transaction(session, self.base)
+            if self.repository is not None:
+                name, repository = self.repository
+                setattr(tx, name, repository(session))
             try:
                 if self.serial_key is not None:
                     session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self.serial_key})
@@ -119,6 +128,17 @@ class Store(OutboxStore):
             finally:
                 session.close()
         self.committed(tx.emitted)
+
+    @contextmanager
+    def read_repository(self):
+        with self.reading() as session:
+            yield self.repository[1](session)
+
+    def get_dependency(self, worker_ctx):
+        handle = super().get_dependency(worker_ctx)
+        if self.repository is not None:
+            setattr(handle, self.repository[0], self.read_repository)
+        return handle
 
     @contextmanager
     def reading(self):

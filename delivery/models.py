@@ -3,7 +3,6 @@ the repository the service goes through (``Deliveries``): the service never
 holds a session. Each write transaction of ``DeliveryStore`` carries one
 (``tx.deliveries``), and ``store.deliveries()`` is a read through one;
 tests/unit/test_delivery_repository.py puts an in-memory fake in its place."""
-from contextlib import contextmanager
 
 from sqlalchemy import Column, Integer, String, Table, select
 
@@ -65,20 +64,6 @@ class Deliveries:
 
 class DeliveryStore(Store):
     """The service's ``Store``: its write transactions carry the repository
-    (``tx.deliveries``); ``deliveries()`` reads through one."""
+    (``tx.deliveries``); ``deliveries()`` reads through one (``common.store.Store.repository``)."""
 
-    @contextmanager
-    def transaction(self, deadline=None):
-        with super().transaction(deadline) as tx:
-            tx.deliveries = Deliveries(tx.session)
-            yield tx
-
-    @contextmanager
-    def deliveries(self):
-        with self.reading() as session:
-            yield Deliveries(session)
-
-    def get_dependency(self, worker_ctx):
-        handle = super().get_dependency(worker_ctx)
-        handle.deliveries = self.deliveries
-        return handle
+    repository = ("deliveries", Deliveries)

@@ -53,7 +53,7 @@ from nameko_sqlalchemy.database import DB_URIS_KEY
 
 from common import correlation, errors, events
 from common.outbox import Pending
-from common.store import Store
+from common.store import Store, for_update
 from common.storeport import OutboxStore
 from mypage import models
 from mypage.domain import ReservationView
@@ -82,9 +82,9 @@ class SqlViews:
     kept, so that the events of one batch see each other's changes, and
     written before the commit if they changed (``SqlViewStore``)."""
 
-    def __init__(self, session, for_update=False):
+    def __init__(self, session):
         self.session = session
-        self.for_update = for_update
+        self.for_update = for_update(session)  # a write transaction's: rows read are locked (PostgreSQL)
         self._views = {}  # reservation_id -> (view, its row's values as read, or None if new)
 
     def get(self, reservation_id):
@@ -120,24 +120,16 @@ class SqlViews:
 
 class SqlViewStore(Store):
     """The SQL ``Store`` with MyPage's port: its write transactions carry the
-    views (``tx.views``); ``views()`` reads through them."""
+    views (``tx.views``), written before the commit if they changed;
+    ``views()`` reads through them (``common.store.Store.repository``)."""
+
+    repository = ("views", SqlViews)
 
     @contextmanager
     def transaction(self, deadline=None):
         with super().transaction(deadline) as tx:
-            tx.views = SqlViews(tx.session, for_update=True)
             yield tx
             tx.views.write_changed()
-
-    @contextmanager
-    def views(self):
-        with self.reading() as session:
-            yield SqlViews(session)
-
-    def get_dependency(self, worker_ctx):
-        handle = super().get_dependency(worker_ctx)
-        handle.views = self.views
-        return handle
 
 
 # -- the port, over Redis -------------------------------------------------

@@ -4,7 +4,6 @@ holds a session. Each write transaction of ``NotificationStore`` carries one
 (``tx.notices``), and ``store.notices()`` is a read through one (as
 reservation.models); tests/unit/test_notification_notices.py puts an
 in-memory fake in its place."""
-from contextlib import contextmanager
 
 from sqlalchemy import Boolean, Column, Float, Integer, String, Table, Text, and_, func, or_, select, update
 
@@ -161,20 +160,6 @@ class Notices:
 
 class NotificationStore(Store):
     """The service's ``Store``: its write transactions carry the repository
-    (``tx.notices``); ``notices()`` reads through one."""
+    (``tx.notices``); ``notices()`` reads through one (``common.store.Store.repository``)."""
 
-    @contextmanager
-    def transaction(self, deadline=None):
-        with super().transaction(deadline) as tx:
-            tx.notices = Notices(tx.session)
-            yield tx
-
-    @contextmanager
-    def notices(self):
-        with self.reading() as session:
-            yield Notices(session)
-
-    def get_dependency(self, worker_ctx):
-        handle = super().get_dependency(worker_ctx)
-        handle.notices = self.notices
-        return handle
+    repository = ("notices", Notices)

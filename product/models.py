@@ -3,7 +3,6 @@ tables, and the repository the service goes through (``Catalogue``): the
 service never holds a session. Each write transaction of ``ProductStore``
 carries one (``tx.catalogue``), and ``store.catalogue()`` is a read through
 one; tests/unit/test_product_allocation.py puts an in-memory fake in its place."""
-from contextlib import contextmanager
 
 from sqlalchemy import Column, Index, Integer, String, Table, func, or_, select
 
@@ -107,20 +106,6 @@ def matching(query):
 
 class ProductStore(Store):
     """The service's ``Store``: its write transactions carry the repository
-    (``tx.catalogue``); ``catalogue()`` reads through one."""
+    (``tx.catalogue``); ``catalogue()`` reads through one (``common.store.Store.repository``)."""
 
-    @contextmanager
-    def transaction(self, deadline=None):
-        with super().transaction(deadline) as tx:
-            tx.catalogue = Catalogue(tx.session)
-            yield tx
-
-    @contextmanager
-    def catalogue(self):
-        with self.reading() as session:
-            yield Catalogue(session)
-
-    def get_dependency(self, worker_ctx):
-        handle = super().get_dependency(worker_ctx)
-        handle.catalogue = self.catalogue
-        return handle
+    repository = ("catalogue", Catalogue)

@@ -3,7 +3,6 @@ the repository the service goes through (``Reservations``): the service never
 holds a session. Each write transaction of ``ReservationStore`` carries one
 (``tx.reservations``), and ``store.reservations()`` is a read through one;
 tests/unit/test_reservation_cancel.py puts an in-memory fake in its place."""
-from contextlib import contextmanager
 
 from sqlalchemy import (
     Boolean, Column, Float, Index, Integer, String, Table, UniqueConstraint, false, func, or_, select, text, true,
@@ -148,20 +147,6 @@ class Reservations:
 
 class ReservationStore(Store):
     """The service's ``Store``: its write transactions carry the repository
-    (``tx.reservations``); ``reservations()`` reads through one."""
+    (``tx.reservations``); ``reservations()`` reads through one (``common.store.Store.repository``)."""
 
-    @contextmanager
-    def transaction(self, deadline=None):
-        with super().transaction(deadline) as tx:
-            tx.reservations = Reservations(tx.session)
-            yield tx
-
-    @contextmanager
-    def reservations(self):
-        with self.reading() as session:
-            yield Reservations(session)
-
-    def get_dependency(self, worker_ctx):
-        handle = super().get_dependency(worker_ctx)
-        handle.reservations = self.reservations
-        return handle
+    repository = ("reservations", Reservations)
