@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from common import eventlog
+from ops import cli
 from common.eventlog import line, since  # noqa: F401 (what make events is made of, kept where it was)
 
 
@@ -29,6 +30,7 @@ def main(argv=None):
     parser.add_argument("reservation_id")
     parser.add_argument("--since", default="", help="ISO 8601 time, or a duration back from now (90m, 6h, 2D)")
     args = parser.parse_args(argv)
+    cli.quiet_when_reader_leaves()
     from ops.run import Cluster  # the system's config, as make up runs it
 
     try:

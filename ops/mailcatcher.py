@@ -20,6 +20,8 @@ import time
 from email import policy
 from email.parser import BytesParser
 
+from ops import cli
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DIR = os.path.join(ROOT, "var", "mail")
 
@@ -100,6 +102,7 @@ def main(argv=None):
     if args.command == "serve":
         serve(args.host, args.port, args.dir)
     else:
+        cli.quiet_when_reader_leaves()
         show(args.dir, args.limit)
 
 

@@ -49,7 +49,7 @@ import urllib.request
 from kombu import Connection
 
 from common.config import BACKENDS, SERVICES, load_config
-from ops import clustered, state
+from ops import cli, clustered, state
 from ops.brokers import Brokers
 from ops.supervision import FAILED, LIVE, UP, Supervisor, Unavailable, alive, marked_processes, tail, terminate
 
@@ -613,6 +613,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command in ("start", "stop", "kill", "rollout") and not args.service:
         parser.error("name a SERVICE")
+    if args.command in ("status", "metrics"):
+        cli.quiet_when_reader_leaves()
     try:
         if args.command in ("broker-start", "broker-stop"):
             return run_broker(args)
