@@ -88,6 +88,8 @@ class Api(HttpRequestHandler):
         if limited and user is not None:
             self._take("account", user["username"], "too many requests for your account")
         if self.roles is not None:
+            if user is None and request.headers.get("Authorization"):
+                raise Unauthorized("this token is refused (expired, signed out, or not one of ours): sign in again")
             if user is None:
                 raise Unauthorized("sign in first: send Authorization: Bearer <token>")
             if user["role"] not in self.roles:

@@ -119,6 +119,7 @@ def test_refused_tokens_are_401(url, tokens, signing_key, kind):
         response = call(url, method, path, token, json={})
         assert_error(response, 401, "unauthorized")
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert "sign in again" in response.json()["error"]["message"]  # not "send a token": one was sent
 
 
 @pytest.mark.parametrize("header", ["", "Bearer", "Bearer ", "Basic YWxpY2U6YWxpY2U=", "Token abc", "bearer"])
