@@ -12,10 +12,20 @@ nothing to do about such a message: the broker takes back every unacked
 message of a connection that dies and delivers it again once we reconnect,
 which the entrypoints are built for (idempotent handlers, RPC deadlines).
 
+It also tells the extensions registered with it (``ConnectionWatcher``)
+when its connection is lost and when it consumes again: the RPC reply
+listener (common/rpc.py) fails at once the calls whose answers cannot arrive
+any more. Kombu's ``ConsumerMixin`` has no hook for the loss itself
+(``on_connection_error`` is only called for failed attempts to connect, and
+a failover to another node may need none): it is the consuming context
+exiting with an error, after which kombu closes the connection and connects
+again.
+
 ``BROKER_ERRORS`` is what "the broker went away" looks like from kombu and
 py-amqp, named once for every module that has to tell it from a bug.
 """
 import logging
+from contextlib import contextmanager
 
 import amqp.exceptions
 from kombu.exceptions import OperationalError
@@ -26,7 +36,37 @@ log = logging.getLogger(__name__)
 BROKER_ERRORS = (OperationalError, amqp.exceptions.ConnectionError, OSError)
 
 
+class ConnectionWatcher:
+    """An extension registered with a ``SettlingQueueConsumer`` that wants to
+    know about its connection (both run in the consumer's green thread)."""
+
+    def connection_lost(self, error):
+        """The connection is gone, and with it every exclusive queue it declared."""
+
+    def consuming(self):
+        """(Re)connected: the queues are declared again and consumed."""
+
+
 class SettlingQueueConsumer(QueueConsumer):
+    @contextmanager
+    def consumer_context(self, **kwargs):
+        try:
+            with super().consumer_context(**kwargs) as context:
+                yield context
+        except Exception as error:
+            # ConsumerMixin.run logs it, closes the connection and connects again.
+            for provider in self._watchers():
+                provider.connection_lost(error)
+            raise
+
+    def on_consume_ready(self, connection, channel, consumers, **kwargs):
+        super().on_consume_ready(connection, channel, consumers, **kwargs)
+        for provider in self._watchers():
+            provider.consuming()
+
+    def _watchers(self):
+        return [provider for provider in list(self._providers) if isinstance(provider, ConnectionWatcher)]
+
     def ack_message(self, message):
         self._settle(super().ack_message, message)
 

@@ -11,6 +11,7 @@ import logging
 import time
 
 import eventlet
+import eventlet.event
 import pybreaker
 from nameko.amqp.publish import Publisher
 from nameko.constants import (AMQP_SSL_CONFIG_KEY, AMQP_URI_CONFIG_KEY, DEFAULT_SERIALIZER, LOGIN_METHOD_CONFIG_KEY,
@@ -19,7 +20,7 @@ from nameko.exceptions import RemoteError, UnknownService
 from nameko.rpc import MethodProxy, ReplyListener, Responder, Rpc, RpcConsumer, RpcProxy, get_rpc_exchange
 
 from common import errors, queues
-from common.consumer import BROKER_ERRORS, SettlingQueueConsumer
+from common.consumer import BROKER_ERRORS, ConnectionWatcher, SettlingQueueConsumer
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +74,56 @@ class TypedRpcConsumer(RpcConsumer):
         return result, exc_info
 
 
-class TypedReplyListener(ReplyListener):
+class ReplyQueueLost(Exception):
+    """The queue a call's answer was to arrive on died with its connection."""
+
+
+class TypedReplyListener(ConnectionWatcher, ReplyListener):
     """Nameko's listener for the answers to this service's calls. In a
     cluster its queue is exclusive (transient, deleted with its connection)
     rather than Nameko's durable one, which lives on one node: when that node
     goes, the listener declares its queue again on the node it moves to
-    (a durable queue's name stays taken by a node that is down)."""
+    (a durable queue's name stays taken by a node that is down).
+
+    An answer sent to an exclusive queue that died is dropped by the broker
+    (nothing is bound to its routing key any more): the calls waiting on it
+    would wait their whole deadline for nothing. So when the connection is
+    lost they fail at once (``ReplyQueueLost``, which the proxy turns into
+    ``Unavailable``: 503, safe to retry), and a call made before the queue
+    is declared again waits for it (within its own deadline) before it
+    sends its request, so that its answer has somewhere to go. On one broker
+    the queue is durable and outlives a dropped connection: an answer
+    waits there for the listener to come back, and nothing changes."""
 
     queue_consumer = SettlingQueueConsumer()
+    _redeclared = None  # an Event while the reply queue is gone
 
     def setup(self):
         super().setup()
         self.queue = queues.reply(self.queue, self.container.config)
+
+    def connection_lost(self, error):
+        if not self.queue.exclusive:
+            return
+        if self._redeclared is None:
+            self._redeclared = eventlet.event.Event()
+        pending, self._reply_events = self._reply_events, {}
+        if pending:
+            log.warning("%d call(s) failed: their reply queue died with its connection (%s: %s)",
+                        len(pending), type(error).__name__, error)
+        for reply_event in pending.values():
+            reply_event.send_exception(ReplyQueueLost(
+                f"the connection to the broker was lost ({type(error).__name__})"))
+
+    def consuming(self):
+        redeclared, self._redeclared = self._redeclared, None
+        if redeclared is not None:
+            redeclared.send()
+
+    def get_reply_event(self, correlation_id):
+        if self._redeclared is not None:
+            self._redeclared.wait()  # the caller's deadline (eventlet.Timeout) bounds it
+        return super().get_reply_event(correlation_id)
 
 
 class DeadlineRpc(Rpc):
@@ -122,6 +161,12 @@ def rpc(method):
 _ERRORS = {cls.__name__: cls for cls in errors.EXPECTED}
 
 
+def _not_a_failure(error):
+    """What the breaker does not count: answers (business errors), and an
+    answer lost with our own connection to the broker (ReplyQueueLost)."""
+    return not isinstance(error, errors.Unavailable) or error.details.get("reply") == "lost"
+
+
 class _LogStateChanges(pybreaker.CircuitBreakerListener):
     def state_change(self, breaker, old_state, new_state):
         log.warning("circuit to %s is %s (was %s)", breaker.name, new_state.name, old_state.name,
@@ -136,7 +181,8 @@ class ServiceRpc(RpcProxy):
     ``CIRCUIT_FAIL_MAX`` calls in a row that found the service unavailable it
     opens and fails at once, for ``CIRCUIT_RESET_TIMEOUT`` seconds, then lets
     one call through to see whether the service is back. Business errors
-    (not found, not allowed) are answers, not failures: they do not count."""
+    (not found, not allowed) are answers, not failures: they do not count;
+    nor does a call whose reply queue was lost with our connection."""
 
     rpc_reply_listener = TypedReplyListener()
 
@@ -155,7 +201,7 @@ class ServiceRpc(RpcProxy):
             self.breaker = pybreaker.CircuitBreaker(
                 fail_max=int(config.get("CIRCUIT_FAIL_MAX") or 3),
                 reset_timeout=float(config.get("CIRCUIT_RESET_TIMEOUT") or 10),
-                exclude=[lambda error: not isinstance(error, errors.Unavailable)],
+                exclude=[_not_a_failure],
                 listeners=[_LogStateChanges()],
                 name=self.target_service)
 
@@ -238,6 +284,11 @@ class _TimedServiceProxy:
             raise errors.Unavailable(
                 f"{self._service_name} did not answer within {timeout:.2g}s",
                 service=self._service_name) from None
+        except ReplyQueueLost as error:
+            # Not the service failing (the breaker does not count it): our
+            # connection is, and another node takes over at once.
+            raise errors.Unavailable(f"no answer from {self._service_name}: {error}", service=self._service_name,
+                                     reply="lost") from None
         except UnknownService:
             raise errors.Unavailable(f"{self._service_name} is not running", service=self._service_name) from None
         except BROKER_ERRORS as error:
