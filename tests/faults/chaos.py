@@ -45,6 +45,7 @@ class Burst:
         self.accepted = []
         self.attempts = collections.Counter()  # status (or "no answer") -> attempts
         self.gave_up = 0
+        self.slowest_refusal = 0.0  # seconds: the longest wait for an answer that was not 202
         self.done = 0
         self._lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(threads)
@@ -57,6 +58,7 @@ class Burst:
     def _reserve(self):
         key = str(uuid.uuid4())
         for attempt in range(self.retries + 1):
+            sent = time.monotonic()
             try:
                 response = self.customer.post("/reservations", json={"book_id": self.book_id},
                                               headers={"Idempotency-Key": key}, timeout=20)
@@ -65,6 +67,8 @@ class Burst:
                 response, outcome = None, "no answer"
             with self._lock:
                 self.attempts[outcome] += 1
+                if outcome != 202:
+                    self.slowest_refusal = max(self.slowest_refusal, round(time.monotonic() - sent, 2))
             if outcome == 202:
                 with self._lock:
                     self.accepted.append(response.json()["id"])

@@ -167,4 +167,5 @@ def test_losing_each_node_in_turn_mid_burst_loses_nothing(system):
     assert problems == [], "\n".join(problems[:30])
     assert all(library.status(rid) == "confirmed" for rid in accepted)
     assert parked(nodes) == {}
-    print("cluster: node outages (s):", outages, "attempts:", dict(burst.attempts), "accepted:", len(accepted))
+    print("cluster: node outages (s):", outages, "attempts:", dict(burst.attempts), "accepted:", len(accepted),
+          "slowest refusal (s):", burst.slowest_refusal)
