@@ -8,13 +8,16 @@ line, where it would land in shell history and process lists.
 
     python -m gateway.accounts create ada --role librarian
     python -m gateway.accounts list
+
+It goes through the gateway's repository (``gateway.models.Accounts``), as
+the gateway does.
 """
 import argparse
 import getpass
 import os
 import sys
+from contextlib import contextmanager
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from common import migrate
@@ -26,11 +29,18 @@ from gateway.domain import Account
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _session(config_path):
+@contextmanager
+def _accounts(config_path):
+    """The gateway's repository over its database, in one transaction:
+    committed when the block ends, rolled back when it raises (or exits)."""
     config = load_config(path=config_path)
     engine = engine_for(config["DB_URIS"]["gateway:Base"])
     migrate.upgrade("gateway", engine)  # the same schema the gateway makes
-    return Session(engine)
+    try:
+        with Session(engine) as session, session.begin():
+            yield models.Accounts(session)
+    finally:
+        engine.dispose()
 
 
 def _password():
@@ -52,18 +62,17 @@ def main(argv=None):
     commands.add_parser("list", help="list the accounts and their roles")
     args = parser.parse_args(argv)
 
-    with _session(args.config) as session:
+    with _accounts(args.config) as accounts:
         if args.command == "list":
-            for account in session.scalars(select(Account).order_by(Account.username)):
+            for account in accounts.everyone():
                 print(f"{account.username}\t{account.role}")
             return
-        if models.find(session, args.username) is not None:
+        if accounts.find(args.username) is not None:
             sys.exit(f"{args.username} exists already")
         password = _password()
         auth.check_new_password(args.username, password)
-        session.add(Account(args.username, auth.hash_password(password), args.role))
-        session.commit()
-        print(f"{args.username} ({args.role}) created")
+        accounts.add(Account(args.username, auth.hash_password(password), args.role))
+    print(f"{args.username} ({args.role}) created")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,10 @@
-"""How accounts are stored."""
-from sqlalchemy import Column, Float, String, Table, func, select
+"""How accounts and the refresh tokens of their sessions are stored, and the
+repository the gateway goes through (``Accounts``): no route holds a session.
+Each write transaction of ``gateway.store.AccountStore`` carries one
+(``tx.accounts``), ``store.accounts()`` is a read through one, and
+``python -m gateway.accounts`` uses one too; tests/unit/test_gateway_accounts.py
+puts an in-memory fake in its place."""
+from sqlalchemy import Column, Float, String, Table, and_, func, insert, select, update
 
 from common.store import declare_base
 from gateway.domain import Account
@@ -15,24 +20,6 @@ accounts = Table(
     Column("address", String(300), nullable=True),  # where books go, unless a reservation says otherwise
 )
 Base.registry.map_imperatively(Account, accounts)
-
-
-def find(session, username):
-    return session.get(Account, username)
-
-
-def address_of(session, username):
-    """The account's address (None without one), in one SQL-core statement:
-    read on every reservation, and half the cost of an ORM get."""
-    accounts = Account.__table__
-    return session.connection().execute(
-        select(accounts.c.address).where(accounts.c.username == username)).scalar()
-
-
-def name_taken(session, username):
-    """Taken in any case: "Alice" next to "alice" would pass for her."""
-    return session.scalar(select(func.count()).select_from(accounts)
-                          .where(func.lower(accounts.c.username) == username.lower())) > 0
 
 
 # Refresh tokens (gateway.sessions): only the SHA-256 of each is stored. A
@@ -60,3 +47,71 @@ denied_tokens = Table(
     Column("jti", String(64), primary_key=True),
     Column("expires_at", Float, nullable=False, index=True),
 )
+
+
+class Accounts:
+    """The gateway's port to its storage, over one session: the accounts, and
+    the refresh tokens that hold their sessions (the rules for those are
+    ``gateway.sessions``'; this only stores and finds)."""
+
+    def __init__(self, session):
+        self.session = session
+
+    # -- accounts -----------------------------------------------------------
+
+    def find(self, username):
+        """The account (None without one). A change to it (``change_contact``)
+        is saved with the transaction."""
+        return self.session.get(Account, username)
+
+    def name_taken(self, username):
+        """Taken in any case: "Alice" next to "alice" would pass for her."""
+        return self.session.scalar(select(func.count()).select_from(accounts)
+                                   .where(func.lower(accounts.c.username) == username.lower())) > 0
+
+    def add(self, account):
+        self.session.add(account)
+
+    def address_of(self, username):
+        """The account's address (None without one), in one SQL-core statement:
+        read on every reservation, and half the cost of an ORM get."""
+        return self.session.connection().execute(
+            select(accounts.c.address).where(accounts.c.username == username)).scalar()
+
+    def everyone(self):
+        """Every account, by username (for an operator's list)."""
+        return self.session.scalars(select(Account).order_by(Account.username)).all()
+
+    # -- refresh tokens (gateway.sessions) ----------------------------------
+
+    def add_refresh_token(self, token_hash, session_id, username, client_id, issued_at, expires_at, access):
+        """``access``: the (jti, expiry) of the access token issued with it."""
+        self.session.execute(insert(refresh_tokens).values(
+            token_hash=token_hash, session_id=session_id, username=username, client_id=client_id,
+            issued_at=issued_at, expires_at=expires_at, used_at=None, revoked_at=None,
+            access_jti=access[0], access_expires_at=access[1]))
+
+    def refresh_token(self, token_hash):
+        """The stored row (a mapping of its columns), or None."""
+        return self.session.execute(
+            select(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash)).mappings().first()
+
+    def use_refresh_token(self, token_hash, now):
+        """Mark it used, unless it is already: True when this call did. Of two
+        requests with the same token at once, only one marks it."""
+        marked = self.session.execute(update(refresh_tokens).where(and_(
+            refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.used_at.is_(None))).values(used_at=now))
+        return marked.rowcount == 1
+
+    def revoke_session(self, session_id, now):
+        """Mark the session's refresh tokens revoked; returns the (jti, expiry)
+        of its access tokens that have not expired by ``now``."""
+        live = self.session.execute(select(refresh_tokens.c.access_jti, refresh_tokens.c.access_expires_at).where(
+            and_(refresh_tokens.c.session_id == session_id, refresh_tokens.c.access_expires_at > now))).all()
+        self.session.execute(update(refresh_tokens).where(and_(
+            refresh_tokens.c.session_id == session_id, refresh_tokens.c.revoked_at.is_(None))).values(revoked_at=now))
+        return [(jti, expires_at) for jti, expires_at in live]
+
+    def forget_refresh_tokens(self, expired_before):
+        """Delete the refresh tokens that expired before ``expired_before``."""
+        self.session.execute(refresh_tokens.delete().where(refresh_tokens.c.expires_at < expired_before))

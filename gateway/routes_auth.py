@@ -4,6 +4,10 @@ account's own contact. A mixin of ``GatewayService`` (gateway.service), which
 declares the dependencies used here (``store``, ``authority``, ``config``):
 Nameko finds the entrypoints of a service's base classes too.
 
+Accounts and sessions are read and written through the gateway's repository
+(``tx.accounts`` in a transaction, ``self.store.accounts()`` to read:
+gateway.models.Accounts), never a database session.
+
 Account changes are announced as ``customer_updated`` through the gateway's
 own outbox, so ``notification`` learns where to mail without ever asking the
 gateway.
@@ -16,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
 from common.errors import NotAllowed, NotFound
-from gateway import auth, models, schemas, sessions
+from gateway import auth, schemas, sessions
 from gateway.domain import Account
 from gateway.errors import OAuthError, Unauthorized, json_response
 from gateway.http import api
@@ -54,7 +58,7 @@ class AuthRoutes:
         deny_list.deny([(user["jti"], user["exp"])])  # first: if that fails (503), nothing changed
         if user["session"] is not None:
             with self.store.transaction() as tx:
-                others = sessions.revoke(tx.session, user["session"], time.time())
+                others = sessions.revoke(tx.accounts, user["session"], time.time())
             deny_list.deny([entry for entry in others if entry[0] != user["jti"]])
         log.info("signed out", extra={"username": user["username"]})
         return Response(status=204, headers={"Cache-Control": "no-store"})
@@ -68,8 +72,8 @@ class AuthRoutes:
         return response
 
     def _sign_in(self, username, password, client_id, failure):
-        with self.store.reading() as db:
-            account = models.find(db, username)
+        with self.store.accounts() as accounts:
+            account = accounts.find(username)
             if not auth.verify(account, password):
                 raise failure
             username, role = account.username, account.role
@@ -77,10 +81,10 @@ class AuthRoutes:
         token, claims = self.authority.tokens.issue(username, role, session_id)
         now = time.time()
         with self.store.transaction() as tx:
-            refresh = sessions.issue(tx.session, session_id, username, client_id, (claims["jti"], claims["exp"]),
+            refresh = sessions.issue(tx.accounts, session_id, username, client_id, (claims["jti"], claims["exp"]),
                                      now, self._refresh_ttl())
             if random.random() < PRUNE_CHANCE:  # now and then: forget tokens long expired
-                sessions.prune(tx.session, now)
+                sessions.prune(tx.accounts, now)
         return _token_answer(token, claims, refresh)
 
     def _refresh(self, refresh_token, client_id, user):
@@ -89,13 +93,13 @@ class AuthRoutes:
         with self.store.transaction() as tx:
             try:
                 session_id, username, client_id = sessions.use(
-                    tx.session, refresh_token, now, client_id, user["username"] if user else None)
-                account = models.find(tx.session, username)
+                    tx.accounts, refresh_token, now, client_id, user["username"] if user else None)
+                account = tx.accounts.find(username)
                 if account is None:
                     raise sessions.InvalidGrant("the account no longer exists",
-                                                revoked=sessions.revoke(tx.session, session_id, now))
+                                                revoked=sessions.revoke(tx.accounts, session_id, now))
                 token, claims = self.authority.tokens.issue(account.username, account.role, session_id)
-                refresh = sessions.issue(tx.session, session_id, account.username, client_id,
+                refresh = sessions.issue(tx.accounts, session_id, account.username, client_id,
                                          (claims["jti"], claims["exp"]), now, self._refresh_ttl())
             except sessions.InvalidGrant as error:
                 failure = error  # the transaction commits what the failure revoked
@@ -118,10 +122,10 @@ class AuthRoutes:
         """Sign up as a customer."""
         try:
             with self.store.transaction() as tx:
-                taken = models.name_taken(tx.session, body["username"])
+                taken = tx.accounts.name_taken(body["username"])
                 account = Account.sign_up(body["username"], body["password"], taken,
                                           body.get("email"), body.get("address"))
-                tx.session.add(account)
+                tx.accounts.add(account)
                 tx.emit("customer_updated", **account.contact())
         except IntegrityError:  # signed up twice at the same moment
             raise NotAllowed("this username is taken", username=body["username"]) from None
@@ -132,8 +136,8 @@ class AuthRoutes:
          response=schemas.Profile, errors=(404, 503))
     def get_account(self, request, user):
         """Your account: username, role, email (where notices go) and address (where books go)."""
-        with self.store.reading() as session:
-            return self._account(session, user).profile()
+        with self.store.accounts() as accounts:
+            return self._account(accounts, user).profile()
 
     @api("PATCH", "/account", roles={"customer", "librarian", "courier"}, body=schemas.ContactChange, tag="auth",
          response=schemas.Profile, errors=(404, 503))
@@ -141,14 +145,14 @@ class AuthRoutes:
         """Change your email or address (what the body names; null clears it). A new
         address is where later reservations go; books already on their way keep theirs."""
         with self.store.transaction() as tx:
-            account = self._account(tx.session, user)
+            account = self._account(tx.accounts, user)
             if account.change_contact(body):
                 tx.emit("customer_updated", **account.contact())
             return account.profile()
 
     @staticmethod
-    def _account(session, user):
-        account = models.find(session, user["username"])
+    def _account(accounts, user):
+        account = accounts.find(user["username"])
         if account is None:  # a valid token for an account since removed
             raise NotFound("no such account", username=user["username"])
         return account

@@ -71,6 +71,7 @@ class GatewayService(AuthRoutes, MyPageRoutes, WebRoutes):
     correlation_id = Correlation()
     metrics = Metrics(serve=False)  # served at GET /metrics on the HTTP port (gateway.server)
     config = Config()
+    # Through its repository (models.Accounts): tx.accounts in a write, store.accounts() to read.
     store = AccountStore(models.Base)
     product = ServiceRpc("product")
     reservation = ServiceRpc("reservation")
@@ -249,8 +250,8 @@ class GatewayService(AuthRoutes, MyPageRoutes, WebRoutes):
 
     def _default_address(self, user):
         """The account's address at this moment (the gateway's own data: no RPC)."""
-        with self.store.reading() as session:
-            return models.address_of(session, user["username"])
+        with self.store.accounts() as accounts:
+            return accounts.address_of(user["username"])
 
     def _ping_broker(self):
         with Connection(self.config[AMQP_URI_CONFIG_KEY], connect_timeout=2) as connection:

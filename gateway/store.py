@@ -6,7 +6,10 @@ from gateway.domain import DEMO_CONTACTS, Account
 
 
 class AccountStore(Store):
-    """The gateway's store: creates the demo accounts in development. (Without
+    """The gateway's store: its write transactions carry the repository
+    (``tx.accounts``: gateway.models.Accounts), ``accounts()`` reads through
+    one (``common.store.Store.repository``); it creates the demo accounts in
+    development. (Without
     a signing key outside development the gateway refuses to start: see
     ``gateway.authority``.)
 
@@ -19,6 +22,7 @@ class AccountStore(Store):
     rotation reads its whole family before it decides."""
 
     serialized = True
+    repository = ("accounts", models.Accounts)
 
     def setup(self):
         super().setup()
@@ -26,10 +30,10 @@ class AccountStore(Store):
             with self.transaction() as tx:
                 for username, password, role in auth.DEMO_ACCOUNTS:
                     email, address = DEMO_CONTACTS.get(username, (None, None))
-                    account = models.find(tx.session, username)
+                    account = tx.accounts.find(username)
                     if account is None:
                         account = Account(username, auth.hash_password(password), role, email, address)
-                        tx.session.add(account)
+                        tx.accounts.add(account)
                     elif account.email is None and account.address is None:  # made before accounts had them
                         account.change_contact({"email": email, "address": address})
                     if username in DEMO_CONTACTS:

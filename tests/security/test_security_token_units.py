@@ -274,13 +274,13 @@ def db(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path / 'gateway.db'}")
     models.Base.metadata.create_all(engine)
     with Session(engine) as session:
-        yield session
+        yield models.Accounts(session)  # the repository the gateway's transactions carry
 
 
 def test_a_refresh_token_is_stored_as_a_hash_and_works_once(db):
     now = 1000.0
     token = sessions.issue(db, "s1", "alice", "web", ("a1", now + 60), now)
-    stored = db.execute(models.refresh_tokens.select()).mappings().one()
+    stored = db.session.execute(models.refresh_tokens.select()).mappings().one()
     assert stored["token_hash"] == hashlib.sha256(token.encode()).hexdigest() and token not in str(dict(stored))
     assert sessions.use(db, token, now + 1, "web") == ("s1", "alice", "web")
     following = sessions.issue(db, "s1", "alice", "web", ("a2", now + 61), now + 1)

@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from gateway import accounts, auth, models
+from gateway import accounts, auth
 from gateway.accounts import main
 
 
@@ -19,8 +19,8 @@ def test_an_operator_creates_a_librarian_who_can_sign_in(database, monkeypatch, 
     main(["create", "ada", "--role", "librarian"])
     main(["list"])
     assert "ada\tlibrarian" in capsys.readouterr().out
-    with accounts._session(accounts.os.path.join(accounts.ROOT, "config.yml")) as session:
-        account = models.find(session, "ada")
+    with accounts._accounts(accounts.os.path.join(accounts.ROOT, "config.yml")) as repository:
+        account = repository.find("ada")
         assert auth.verify(account, "a-long-pass-123") and not auth.verify(account, "wrong")
 
 
