@@ -240,6 +240,11 @@ def main(argv=None):
     drop = commands.add_parser("remove", help="drop an old key: tokens it signed are refused")
     drop.add_argument("kid")
     commands.add_parser("jwks", help="print the JWK Set the gateway publishes")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "remove" in argv:  # a kid is base64url and may start with "-": never an option here
+        at = argv.index("remove") + 1
+        if at < len(argv) and argv[at].startswith("-") and argv[at] not in ("-h", "--help", "--"):
+            argv.insert(at, "--")
     args = parser.parse_args(argv)
     path = args.keys or path_of(load_config(path=args.config))
     try:

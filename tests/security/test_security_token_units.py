@@ -437,3 +437,17 @@ def test_client_authentication_this_server_cannot_check_is_invalid_client(header
     with pytest.raises(OAuthError) as raised:
         _form(b"grant_type=refresh_token&refresh_token=abc", Authorization=header)
     assert (raised.value.error, raised.value.status) == (error, 401)
+
+
+def test_the_command_removes_a_key_whose_kid_starts_with_a_dash(tmp_path, monkeypatch, capsys):
+    """A kid is a base64url thumbprint: about one in 64 starts with "-", which
+    argparse would take for an option ("the following arguments are required: kid")."""
+    path = str(tmp_path / "token-keys.pem")
+    old = keys.ensure(path).signing.kid
+    keys.rotate(path)
+    dashed = "-" + old[1:]
+    monkeypatch.setattr(keys, "remove", lambda file, kid: (_ for _ in ()).throw(keys.KeyRingError(f"asked {kid}")))
+    with pytest.raises(SystemExit, match=f"asked {dashed}"):
+        keys.main(["--keys", path, "remove", dashed])
+    with pytest.raises(SystemExit, match=f"asked {dashed}"):
+        keys.main(["--keys", path, "remove", "--", dashed])
