@@ -1,5 +1,5 @@
 """How MyPage's views are stored (SQL: SQLite by default, PostgreSQL)."""
-from sqlalchemy import JSON, Boolean, Column, Index, Integer, String, Table, and_, false, func, or_, select
+from sqlalchemy import JSON, Boolean, Column, Index, Integer, String, Table, and_, bindparam, false, func, or_, select
 
 from common.store import declare_base
 from common.titles import Titles
@@ -47,12 +47,17 @@ def values(view):
     return {name: getattr(view, name) for name in FIELDS}
 
 
+# Made once: a statement object keeps its cache key, so SQLAlchemy finds the
+# compiled form without building and hashing the query again on each event
+# (a quarter of MyPage's samples at 25/s were in ``find``; docs/performance.md).
+_FIND = select(views).where(views.c.reservation_id == bindparam("reservation_id"))
+_FIND_FOR_UPDATE = _FIND.with_for_update()
+
+
 def find(session, reservation_id, for_update=False):
     """(view, its row's values as read), or None."""
-    query = select(views).where(views.c.reservation_id == reservation_id)
-    if for_update:
-        query = query.with_for_update()
-    row = session.connection().execute(query).first()
+    row = session.connection().execute(_FIND_FOR_UPDATE if for_update else _FIND,
+                                       {"reservation_id": reservation_id}).first()
     return None if row is None else (_view(row), {name: getattr(row, name) for name in FIELDS})
 
 
