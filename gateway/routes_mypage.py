@@ -53,9 +53,16 @@ class MyPageRoutes:
         user = self.live_pages.redeem_ticket(self.authority.tokens, query["ticket"])
         return stream_response(request, self.live_pages.subscribe(user["username"], user["until"]))
 
-    @inline_event_handler("mypage", "mypage_changed", uses=("caches", "live_pages"))  # no worker: gateway.inline
+    @inline_event_handler("mypage", "mypage_changed", uses=("caches", "live_pages"), idle="no_page_held")
     def on_mypage_changed(self, event):
-        """Every replica hears every change and pushes it to its own streams."""
+        """Every replica hears every change and pushes it to its own streams
+        (no worker: gateway.inline)."""
         if isinstance(event, dict) and isinstance(event.get("customer"), str):
             self.caches.pages.invalidate(event["customer"])  # first: the pages refetch at once
-            self.live_pages.publish(event["customer"], change(event))
+            if self.live_pages.count(event["customer"]):
+                self.live_pages.publish(event["customer"], change(event))
+
+    def no_page_held(self):
+        """No page cached and no stream open in this process: a change is
+        nothing to it (the hint is dropped undecoded)."""
+        return not self.caches.pages.parts and not self.live_pages.subscribers
