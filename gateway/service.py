@@ -250,8 +250,7 @@ class GatewayService(AuthRoutes, MyPageRoutes, WebRoutes):
 
     def _default_address(self, user):
         """The account's address at this moment (the gateway's own data: no RPC)."""
-        with self.store.accounts() as accounts:
-            return accounts.address_of(user["username"])
+        return self.store.address_of(user["username"])
 
     def _ping_broker(self):
         with Connection(self.config[AMQP_URI_CONFIG_KEY], connect_timeout=2) as connection:

@@ -80,7 +80,7 @@ class InMemoryAccounts:
 
 class InMemoryStore:
     """The AccountStore's route-facing shape: ``transaction()`` ->
-    ``tx.accounts``, ``tx.emit``; ``accounts()``. Committed transactions add
+    ``tx.accounts``, ``tx.emit``; ``accounts()``; ``address_of``. Committed transactions add
     what they emitted to ``outbox``."""
 
     def __init__(self):
@@ -97,6 +97,9 @@ class InMemoryStore:
     @contextlib.contextmanager
     def accounts(self):
         yield self.repository
+
+    def address_of(self, username):
+        return self.repository.address_of(username)
 
 
 class FakeTokens:
