@@ -86,7 +86,7 @@ class ProductService(ServiceBase):
 
     @handles("reservation", "reservation_requested")
     def on_reservation_requested(self, tx, event):
-        if tx.catalogue.allocation(event["reservation_id"]) is not None:
+        if tx.catalogue.has_allocation(event["reservation_id"]):
             return  # already served, or canceled before we heard of it
         # First come, first served: the queue is ordered by when the
         # customer reserved, not by when this event happened to arrive.

@@ -35,6 +35,9 @@ class InMemoryCatalogue:
     def allocation(self, reservation_id):
         return self.allocations.get(reservation_id)
 
+    def has_allocation(self, reservation_id):
+        return reservation_id in self.allocations
+
     def add_allocation(self, allocation):
         self.allocations[allocation.reservation_id] = allocation
 
