@@ -5,7 +5,9 @@ holds a session. Each write transaction of ``NotificationStore`` carries one
 reservation.models); tests/unit/test_notification_notices.py puts an
 in-memory fake in its place."""
 
-from sqlalchemy import Boolean, Column, Float, Integer, String, Table, Text, and_, func, or_, select, update
+from sqlalchemy import (
+    Boolean, Column, Float, Integer, String, Table, Text, and_, bindparam, func, or_, select, update,
+)
 
 from common.store import Store, declare_base
 from common.titles import Titles
@@ -64,6 +66,11 @@ Base.registry.map_imperatively(Customer, customers)
 
 PENDING, SENT, REFUSED = "pending", "sent", "refused"
 
+# The statements of the notice path, made once (docs/performance.md, fifth round).
+_NOTICE_SEQ = select(notices.c.seq).where(notices.c.id == bindparam("notice_id"))
+_EMAIL = select(customers.c.email).where(customers.c.username == bindparam("username"))
+_NOTICE_COLUMNS = tuple(column.name for column in notices.columns if column.name != "seq")
+
 
 def _due(now):
     return and_(mails.c.status == PENDING, mails.c.next_attempt_at <= now,
@@ -80,6 +87,11 @@ class Notices:
 
     def customer(self, username):
         return self.session.get(Customer, username)
+
+    def email_of(self, username):
+        """The customer's email, or None (no email, or no contact known yet):
+        one SQL-core select, no ORM object."""
+        return self.session.scalar(_EMAIL, {"username": username})
 
     def add_customer(self, customer):
         self.session.add(customer)
@@ -104,10 +116,11 @@ class Notices:
     # -- notices ----------------------------------------------------------
 
     def has_notice(self, notice_id):
-        return self.session.scalar(select(notices.c.seq).where(notices.c.id == notice_id)) is not None
+        return self.session.scalar(_NOTICE_SEQ, {"notice_id": notice_id}) is not None
 
     def add_notice(self, notice):
-        self.session.add(notice)
+        """One SQL-core INSERT, no unit of work."""
+        self.session.execute(notices.insert(), {name: getattr(notice, name) for name in _NOTICE_COLUMNS})
 
     def for_customer(self, username, before, limit):
         """The customer's notices, newest first, older than the cursor ``before`` (a seq)."""

@@ -173,8 +173,8 @@ class NotificationService(ServiceBase):
         if tx.notices.has_notice(notice.id):
             return
         tx.notices.add_notice(notice)
-        customer = tx.notices.customer(notice.customer)
-        if customer is not None and customer.email and self.mailer.enabled:
-            tx.notices.add_mail(notice, customer.email, time.time())
+        email = tx.notices.email_of(notice.customer)
+        if email and self.mailer.enabled:
+            tx.notices.add_mail(notice, email, time.time())
         log.info("notice %s", notice.kind, extra={"reservation_id": notice.reservation_id,
-                                                  "notice_id": notice.id, "mailed": bool(customer and customer.email)})
+                                                  "notice_id": notice.id, "mailed": bool(email)})

@@ -27,6 +27,10 @@ class InMemoryNotices:
     def add_customer(self, customer):
         self.customers[customer.username] = customer
 
+    def email_of(self, username):
+        customer = self.customers.get(username)
+        return customer.email if customer is not None else None
+
     def loan(self, reservation_id):
         return self.loans.get(reservation_id)
 
