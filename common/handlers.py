@@ -276,10 +276,18 @@ def _failure(service, method, event_type, payload):
 def _duplicate(service, event, quiet=False):
     if not quiet:
         log.info("%s %s already applied", event["event_type"], event["event_id"])
-    EVENTS_HANDLED.labels(_service_name(service), event["event_type"], "duplicate").inc()
+    _handled(_service_name(service), event["event_type"], "duplicate").inc()
 
 
 def _applied(service, event):
-    EVENTS_HANDLED.labels(_service_name(service), event["event_type"], "applied").inc()
+    _handled(_service_name(service), event["event_type"], "applied").inc()
     log.info("applied %s", event["event_type"], extra={
         "event_id": event["event_id"], "reservation_id": event.get("reservation_id")})
+
+
+@functools.lru_cache(maxsize=None)
+def _handled(service_name, event_type, outcome):
+    """The counter of one (service, event type, outcome), looked up once: the
+    labels' lookup takes a lock and builds a key on every call. Bounded: the
+    event types are the registry's (parsed before they are counted)."""
+    return EVENTS_HANDLED.labels(service_name, event_type, outcome)

@@ -104,7 +104,8 @@ class Transaction:
         ``handler`` applies ``event``; False for a redelivery or duplicate."""
         Processed = self._base.ProcessedEvent
         key = {"event_id": event["event_id"], "handler": handler}
-        if self.session.get_bind().dialect.name in ("sqlite", "postgresql"):
+        bind = self.session.bind or self.session.get_bind()  # a store's sessions have one
+        if bind.dialect.name in ("sqlite", "postgresql"):
             # One statement instead of an ORM get and a flushed add: a third
             # of a handler's database time (docs/performance.md). A twin being
             # applied by another replica makes this wait for it, then ignore.
