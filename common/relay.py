@@ -102,7 +102,7 @@ class OutboxRelay:
         before stopping): one write for several batches at a low rate. A
         crash in between leaves them to the sweep, which sends them again
         (consumers apply an event once)."""
-        unmarked, marked_at = [], time.monotonic()
+        unmarked, marked_at = [], time.monotonic() - self.mark_every  # the first batch is marked at once
         try:
             while not (self.stopping and not self._queue):
                 if not self._queue:
