@@ -15,7 +15,8 @@ from nameko.standalone.events import get_event_exchange
 from sqlalchemy import create_engine, text
 
 from bench.audit import audit
-from helpers import MANAGEMENT, Client, rpc
+from common.relay import OutboxRelay
+from helpers import MANAGEMENT, Client, eventually, rpc
 
 RETRYABLE = (429, 502, 503, 504)
 
@@ -152,6 +153,14 @@ def handler_queue(source_service, event_type, service, method):
 def health(amqp_uri, service, timeout=5):
     with rpc(amqp_uri, timeout) as services:
         return getattr(services, service).health()
+
+
+def all_published(amqp_uri, service):
+    """Wait until ``service`` has no event committed and unpublished. The relay
+    writes its "sent" marks at most every ``OutboxRelay.mark_every`` seconds,
+    so the backlog of a quiet service reads 0 within that, plus a health call."""
+    eventually(lambda: health(amqp_uri, service)["outbox_backlog"] == 0, timeout=OutboxRelay.mark_every + 5,
+               interval=0.1, message=f"{service}'s outbox backlog at 0")
 
 
 def peek(amqp_uri, queue):
