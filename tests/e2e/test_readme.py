@@ -21,5 +21,6 @@ def test_the_readme_story_runs_as_written(system):
     assert '"status": "confirmed"' in lines[1] and '"status": "waitlisted"' in lines[2]
     assert lines[3] == "[1]"  # bob's queue_position on MyPage
     assert '"status": "returned"' in result.stdout and '"status": "canceled"' in result.stdout
-    assert '"kind": "delivered"' in result.stdout and "to alice@example.org" in result.stdout
+    assert '"kind": "delivered"' in result.stdout  # alice's notices
+    assert "to alice@example.org" in result.stdout  # and her mails
     assert '"stock": 1' in lines[-1]
