@@ -158,11 +158,11 @@ def chaos(cluster, stats, until, rng, log):
         if time.time() >= until:
             return
         victim = rng.choice(BACKENDS)
-        cluster.kill(victim)
+        old = cluster.kill(victim)
         stats.kills[victim] += 1
         killed = time.time()
         try:
-            cluster.wait_consuming(victim, 1, timeout=60)
+            cluster.wait_healed(victim, old, timeout=60)
             log(f"killed {victim} (-9); the supervisor had it consuming again {time.time() - killed:.1f}s later")
         except Exception as error:  # reported, and started again at the end
             log(f"killed {victim} (-9); it did not come back: {error}")

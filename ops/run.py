@@ -378,6 +378,18 @@ class Cluster:
         self._wait_exit(pids, 10)
         return pids
 
+    def wait_healed(self, service, old, timeout=60):
+        """After ``kill``: until the supervisor has started every replica of
+        ``old`` ({replica: pid}) again as a new process and it consumes.
+        (Right after the kill the old process reads as exited, which
+        ``wait_consuming`` alone would take for a failed start.)"""
+        deadline = time.time() + timeout
+        while any(self.pids(service).get(replica) in (None, pid) for replica, pid in old.items()):
+            if time.time() >= deadline:
+                raise StartFailed(f"{service} was not started again within {timeout:.0f}s; see {self.layout.log}")
+            time.sleep(0.05)
+        self.wait_consuming(service, len(old), timeout=max(1.0, deadline - time.time()))
+
     def hang(self, service):
         """kill -STOP every replica: a process that is there and does nothing.
         Its liveness checks fail, and the supervisor kills and starts it again."""

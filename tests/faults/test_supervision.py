@@ -49,7 +49,7 @@ def test_kill_9_is_healed_by_the_supervisor_and_nothing_is_lost(system, library,
         pid = eventually(lambda: new_pid(system, victim, old), timeout=30, interval=0.05,
                          message=f"{victim} started again")
         restarted_after = time.monotonic() - exited
-        system.wait_consuming(victim, 1, timeout=90)  # nobody calls start: the supervisor did
+        system.wait_healed(victim, {1: old}, timeout=90)  # nobody calls start: the supervisor did
         return pid, restarted_after
 
     pid, restarted_after = burst_then_audit(system, library, crash)
