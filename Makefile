@@ -136,4 +136,7 @@ replay: deps ## Rebuild SERVICE=mypage|notification's store from the event log, 
 bench: deps broker ## Benchmark against bare Nameko measured in the same run (DURATION=20 REPLICAS=1 MAX_WORKERS=10); SWEEP=1 for replicas x pool sizes, SWEEP=1 POSTGRES=1 on PostgreSQL
 	@DURATION=$(or $(DURATION),20) REPLICAS=$(REPLICAS) $(PY) -m bench.run $(if $(SWEEP),--sweep) $(if $(POSTGRES),--postgres --sweep-workers 10)
 
-.PHONY: bench
+profile: deps broker ## Where a reservation's CPU goes: py-spy on every process at RATE=25/s for DURATION=20 s, by layer and function
+	@$(PY) -m bench.profile $(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
+
+.PHONY: bench profile

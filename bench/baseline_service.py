@@ -3,9 +3,12 @@
 Two services, run as processes with the same ``config.yml`` (so the same
 ``max_workers``, serializer and broker) as the system under test:
 
-- ``bench_echo``: one RPC method that returns its argument;
+- ``bench_echo``: one RPC method that returns its argument, and a handler of
+  ``bench_http``'s ``pinged`` event that does nothing;
 - ``bench_http``: ``POST /rpc`` loads the JSON body and makes one RPC call to
-  ``bench_echo`` (the floor for a route that calls one service), and
+  ``bench_echo`` (the floor for a route that calls one service), ``POST
+  /event`` dispatches it as one event that ``bench_echo`` consumes (what one
+  event hop costs bare Nameko: ``make profile``), and
   ``POST /norpc`` / ``GET /norpc`` answer without any RPC (the floor for a
   route at all); ``GET /norpc/<n>`` answers a JSON document of ``n`` bytes,
   serialized once (the floor for a route that sends a page of that size).
@@ -20,6 +23,7 @@ sleep, not a cost.
 import json
 import socket
 
+from nameko.events import EventDispatcher, event_handler
 from nameko.rpc import RpcProxy, rpc
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer
@@ -60,15 +64,26 @@ class EchoService:
     def echo(self, value):
         return value
 
+    @event_handler("bench_http", "pinged")
+    def pinged(self, payload):
+        pass
+
 
 class HttpService:
     name = "bench_http"
 
     echo = RpcProxy("bench_echo")
+    dispatch = EventDispatcher()
 
     @http("POST", "/rpc")
     def with_rpc(self, request):
         return _json(self.echo.echo(json.loads(request.get_data())), 202)
+
+    @http("POST", "/event")
+    def with_event(self, request):
+        payload = json.loads(request.get_data())
+        self.dispatch("pinged", payload)
+        return _json(payload, 202)
 
     @http("POST", "/norpc")
     def without_rpc_post(self, request):
