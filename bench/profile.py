@@ -47,8 +47,9 @@ from bench.run import PY, ROOT, Baselines, Observer, System, cpu_seconds, log, l
 from common.config import SERVICES
 
 OUT = os.path.join(ROOT, "var", "bench")
-OURS = {"common", "product", "reservation", "delivery", "mypage", "notification", "gateway", "bench"}
-# The innermost frame's top-level module -> the layer it is counted in.
+OURS = {"common", "bench", *SERVICES}  # our packages: a frame in one of them is "our code"
+# The innermost frame's top-level module -> the layer it is counted in (a
+# database driver's Python frames go with SQLAlchemy, which calls them).
 LAYERS = {
     "sqlalchemy": "SQLAlchemy", "sqlite3": "SQLAlchemy", "psycopg": "SQLAlchemy", "psycopg2": "SQLAlchemy",
     "marshmallow": "marshmallow",
