@@ -40,13 +40,12 @@ import sys
 import tempfile
 import time
 
-import requests
-
-from bench.harness import MANAGEMENT, throwaway_vhost
-from bench.run import PY, ROOT, Baselines, Observer, System, cpu_seconds, log, loadgen, machine
+from bench.harness import throwaway_vhost
+from bench.run import PY, ROOT, Baselines, Observer, System, cpu_seconds, loadgen, log, machine, measured
 from common.config import SERVICES
 
 OUT = os.path.join(ROOT, "var", "bench")
+PY_SPY = shutil.which("py-spy") or os.path.join(os.path.dirname(PY), "py-spy")
 OURS = {"common", "bench", *SERVICES}  # our packages: a frame in one of them is "our code"
 # The innermost frame's top-level module -> the layer it is counted in (a
 # database driver's Python frames go with SQLAlchemy, which calls them).
@@ -115,15 +114,12 @@ def reserve(system, tokens, books, rate, duration):
                     "rate": rate, "warmup": 0})
 
 
-def deliveries(vhost):
-    """Messages the broker has delivered from this vhost's queues, by kind:
+def deliveries(observer):
+    """Messages the broker has delivered from the system's queues, by kind:
     RPC requests, RPC answers, events (durable), hints (mypage_changed)."""
     time.sleep(6)  # the management API's counters are refreshed every 5 s
-    response = requests.get(f"{MANAGEMENT}/api/queues/{vhost}",
-                            params={"columns": "name,type,message_stats.deliver_get"}, timeout=10)
-    response.raise_for_status()
     kinds = collections.Counter()
-    for queue in response.json():
+    for queue in observer.queue_list("name,type,message_stats.deliver_get"):
         name, count = queue["name"], (queue.get("message_stats") or {}).get("deliver_get", 0)
         if queue.get("type") == "stream":
             continue
@@ -133,12 +129,12 @@ def deliveries(vhost):
     return kinds
 
 
-def cost(system, observer, vhost, tokens, books, rate, duration):
+def cost(system, observer, tokens, books, rate, duration):
     """CPU ms per fully processed reservation by process, less each one's idle
     rate; messages delivered per reservation, by kind."""
     pids = {name: system.pids(name) for name in SERVICES}
     idle = idle_rates(pids)
-    delivered = deliveries(vhost)
+    delivered = deliveries(observer)
     accepted, started = observer.accepted(), time.time()
     before = {name: cpu_seconds(p) for name, p in pids.items()}
     result = reserve(system, tokens, books, rate, duration)
@@ -146,7 +142,7 @@ def cost(system, observer, vhost, tokens, books, rate, duration):
     elapsed, n = time.time() - started, max(1, observer.accepted() - accepted)
     by_process = {name: round(max(0.0, cpu_seconds(p) - before[name] - idle[name] * elapsed) * 1000 / n, 2)
                   for name, p in pids.items()}
-    after = deliveries(vhost)
+    after = deliveries(observer)
     per_reservation = {kind: round((after[kind] - delivered[kind]) / n, 2) for kind in after}
     return {"reservations": n, "answered_per_s": result["rps"], "p99_ms": result["p99_ms"],
             "by_process": by_process, "total": round(sum(by_process.values()), 2),
@@ -154,15 +150,10 @@ def cost(system, observer, vhost, tokens, books, rate, duration):
 
 
 def profile(system, observer, tokens, books, rate, duration, out_dir):
-    spies = {}
-    for name in SERVICES:
-        for pid in system.pids(name):
-            path = os.path.join(out_dir, f"{name}.txt")
-            spies[name] = subprocess.Popen(
-                [shutil.which("py-spy") or os.path.join(os.path.dirname(PY), "py-spy"), "record", "--gil", "--rate", "200", "--duration", str(int(duration)), "--format", "raw",
-                 "--output", path, "--pid", str(pid)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            break  # one replica of each is enough
+    spies = {name: subprocess.Popen(  # the first replica of each: one is enough
+        [PY_SPY, "record", "--gil", "--rate", "200", "--duration", str(int(duration)), "--format", "raw",
+         "--output", os.path.join(out_dir, f"{name}.txt"), "--pid", str(system.pids(name)[0])],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for name in SERVICES}
     time.sleep(1)  # py-spy attached
     reserve(system, tokens, books, rate, duration)
     summaries = {}
@@ -246,17 +237,14 @@ def run(args):
             floors = {}
             for name, path in (("rpc", "/rpc"), ("event", "/event"), ("route", "/norpc")):
                 log(f"the floor: bare Nameko's POST {path} at {args.rate}/s")
-                before = cpu_seconds(baselines.pids())
-                answered = loadgen({"url": baselines.url, "method": "POST", "path": path, "bodies": [{"book_id": 1}],
-                                    "concurrency": 32, "duration": args.duration, "rate": args.rate, "warmup": 0})
-                time.sleep(1)  # the event's consumer done
-                n = max(1, sum(answered["statuses"].values()))
-                floors[name] = round((cpu_seconds(baselines.pids()) - before) * 1000 / n, 2)
+                floors[name] = measured({"url": baselines.url, "method": "POST", "path": path,
+                                         "bodies": [{"book_id": 1}], "concurrency": 32, "duration": args.duration,
+                                         "rate": args.rate, "warmup": 0}, baselines.pids())["cpu_ms_per_request"]
             floors["event_hop"] = round(max(0.0, floors["event"] - floors["route"]), 2)
             results["floors"] = floors
 
             log(f"the cost: POST /reservations at {args.rate}/s, no profiler")
-            results["cost"] = cost(system, observer, vhost, tokens, books, args.rate, args.duration)
+            results["cost"] = cost(system, observer, tokens, books, args.rate, args.duration)
             log(f"the profile: the same, py-spy on every process (raw stacks in {out_dir})")
             results["profile"] = profile(system, observer, tokens, books, args.rate, args.duration, out_dir)
         finally:

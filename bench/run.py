@@ -185,12 +185,15 @@ class Observer:
         return self._count(self.mypage_db, "SELECT count(*) FROM reservation_views WHERE customer LIKE 'bench-%' "
                                             "AND status = 'confirmed' AND delivery_status = 'preparing'")
 
-    def queues(self):
-        response = requests.get(f"{MANAGEMENT}/api/queues/{self.vhost}",
-                                params={"columns": "name,messages,type"}, timeout=5)
+    def queue_list(self, columns):
+        """The vhost's queues, with these columns, from the management API."""
+        response = requests.get(f"{MANAGEMENT}/api/queues/{self.vhost}", params={"columns": columns}, timeout=10)
         response.raise_for_status()
+        return response.json()
+
+    def queues(self):
         # A stream (the event log, events.log) keeps what it is sent: it never drains.
-        return {q["name"]: q.get("messages") or 0 for q in response.json()
+        return {q["name"]: q.get("messages") or 0 for q in self.queue_list("name,messages,type")
                 if not q["name"].startswith("rpc.reply") and q.get("type") != "stream"}
 
     def sample(self):
